@@ -1,0 +1,1 @@
+"""Southbound protocol drivers. A driver knows its protocol only: it never imports a sink."""

@@ -1,0 +1,223 @@
+"""Checks that span keys: ids, model references, units, Modbus addresses and their overlaps.
+
+Each check adds to one list of problems so that `edgegw validate` reports every error at once.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+from drivers.modbus.address import (
+    AREA_NAMES,
+    BIT_AREAS,
+    READ_ONLY_AREAS,
+    AddressError,
+    ModbusAddress,
+    parse_address,
+    width_of,
+)
+from drivers.modbus.planner import PlanError, RegisterSpan, plan_reads
+
+from ..dictionary import DictionaryEntry, merge_points
+from .schema import Device, GatewayConfig, ModbusRtuDevice, ModbusTcpDevice
+from .source import Path_
+from .units import UNECE_REC20
+
+# Protocols and sections this build can run. Others validate by shape but are refused, so a
+# config never silently runs with part of it ignored.
+SUPPORTED_PROTOCOLS = {"modbus-tcp"}
+SUPPORTED_SECTIONS: set[str] = set()
+
+
+@dataclass(slots=True)
+class ResolvedDevice:
+    index: int
+    points: list[DictionaryEntry]
+    addresses: dict[str, ModbusAddress]
+
+
+def check(
+    cfg: GatewayConfig, devices: list[tuple[int, Device]], bad_models: set[str]
+) -> tuple[list[ResolvedDevice], list[tuple[Path_, str]]]:
+    """Cross-key checks over the devices (with their indexes in the file) that passed the
+    schema. `bad_models` failed the schema: references to them are not reported again."""
+    problems: list[tuple[Path_, str]] = []
+    resolved: list[ResolvedDevice] = []
+    seen: dict[str, int] = {}
+    for i, dev in devices:
+        path: Path_ = ("devices", i)
+        if dev.id in seen:
+            problems.append(((*path, "id"), f"duplicate device id '{dev.id}' (also devices[{seen[dev.id]}])"))
+        else:
+            seen[dev.id] = i
+        if dev.protocol not in SUPPORTED_PROTOCOLS:
+            problems.append(
+                (
+                    (*path, "protocol"),
+                    f"protocol '{dev.protocol}' is not available in this version of edgegw "
+                    f"(available: {', '.join(sorted(SUPPORTED_PROTOCOLS))})",
+                )
+            )
+        model = None
+        if dev.model is not None:
+            model = cfg.models.get(dev.model)
+            if model is None and dev.model not in bad_models:
+                hint = difflib.get_close_matches(dev.model, list(cfg.models), n=1)
+                known = f"did you mean '{hint[0]}'?" if hint else (
+                    f"known models: {', '.join(sorted(cfg.models))}" if cfg.models else "no models are defined"
+                )
+                problems.append(((*path, "model"), f"unknown model '{dev.model}'; {known}"))
+        entries, merge_problems = merge_points(dev, path, model, dev.model)
+        problems += merge_problems
+        points = [e for e in entries if e is not None]
+        if not points and not merge_problems:
+            problems.append(((*path, "points"), "the device has no points (give a model or points)"))
+        addresses: dict[str, ModbusAddress] = {}
+        for e in points:
+            problems += _check_point(e)
+        if isinstance(dev, ModbusTcpDevice | ModbusRtuDevice):
+            addresses = _check_modbus(dev, points, problems)
+        resolved.append(ResolvedDevice(i, points, addresses))
+    for model_id, model in cfg.models.items():
+        ids: set[str] = set()
+        for j, p in enumerate(model.points):
+            if p.id in ids:
+                continue  # reported by merge_points for devices using it; report once here
+            ids.add(p.id)
+            if p.unit is not None and p.unit not in UNECE_REC20:
+                problems.append((("models", model_id, "points", j, "unit"), _unit_message(p.unit)))
+    # unit problems of model points are reported once per model, not per device
+    problems = _dedupe(problems)
+    for section in ("influxdb",):
+        if getattr(cfg.northbound, section) is not None and section not in SUPPORTED_SECTIONS:
+            problems.append(
+                (("northbound", section), f"the {section} sink is not available in this version of edgegw")
+            )
+    for section in ("identifier", "api"):
+        if getattr(cfg, section) is not None and section not in SUPPORTED_SECTIONS:
+            problems.append(((section,), f"'{section}:' is not available in this version of edgegw"))
+    return resolved, problems
+
+
+def _dedupe(problems: list[tuple[Path_, str]]) -> list[tuple[Path_, str]]:
+    seen: set[tuple[Path_, str]] = set()
+    out = []
+    for p in problems:
+        if p not in seen:
+            seen.add(p)
+            out.append(p)
+    return out
+
+
+def _unit_message(unit: str) -> str:
+    hint = difflib.get_close_matches(unit.upper(), list(UNECE_REC20), n=3, cutoff=0.5)
+    if unit.upper() in UNECE_REC20:
+        return f"unknown unit code '{unit}'; UNECE codes are upper case: '{unit.upper()}'"
+    for code, (symbol, _) in UNECE_REC20.items():
+        if symbol == unit:
+            return f"'{unit}' is a symbol; write its UNECE Rec 20 code '{code}'"
+    more = f"; did you mean {', '.join(repr(h) for h in hint)}?" if hint else ""
+    return f"unknown UNECE Rec 20 unit code '{unit}'{more}"
+
+
+def _check_point(e: DictionaryEntry) -> list[tuple[Path_, str]]:
+    out: list[tuple[Path_, str]] = []
+    if e.unit is not None and e.unit not in UNECE_REC20 and e.where("unit")[0] != "models":
+        out.append((e.where("unit"), _unit_message(e.unit)))
+    if e.type == "string":
+        if e.range is not None:
+            out.append((e.where("range"), "a string point has no range"))
+        if e.scale != 1.0 or e.offset != 0.0:
+            out.append((e.where("scale"), "a string point cannot be scaled"))
+    if e.type == "bool" and (e.scale != 1.0 or e.offset != 0.0):
+        out.append((e.where("scale"), "a bool point cannot be scaled"))
+    if e.deadband is not None and e.type in ("string", "bool"):
+        out.append((e.where("deadband"), f"a deadband applies to numbers, not to {e.type}"))
+    return out
+
+
+def _check_modbus(
+    dev: ModbusTcpDevice | ModbusRtuDevice, points: list[DictionaryEntry], problems: list[tuple[Path_, str]]
+) -> dict[str, ModbusAddress]:
+    addresses: dict[str, ModbusAddress] = {}
+    for e in points:
+        if e.modbus is None:
+            problems.append((e.path, f"point '{e.id}' has no modbus address (modbus: {{address: hr:N}})"))
+            continue
+        where = (*e.where("modbus"), "address")
+        try:
+            addr = parse_address(e.modbus)
+        except AddressError as exc:
+            problems.append((where, str(exc)))
+            continue
+        if addr.area in BIT_AREAS and e.type != "bool":
+            problems.append((where, f"a {AREA_NAMES[addr.area]} holds one bit: the type must be bool, not {e.type}"))
+            continue
+        if addr.bit is not None and e.type != "bool":
+            problems.append((where, f"a register bit is a bool, not {e.type}"))
+            continue
+        if e.type == "string" and e.length is None:
+            problems.append((e.where("type"), "a string point needs length: (registers, 2 characters each)"))
+            continue
+        if e.access == "rw" and addr.area in READ_ONLY_AREAS:
+            problems.append(
+                (e.where("access"), f"point '{e.id}' is rw but {addr} is an {AREA_NAMES[addr.area]}, which is read-only")
+            )
+        addresses[e.id] = addr
+    _check_overlaps(points, addresses, problems)
+    spans = [
+        RegisterSpan(a.area, a.offset, 1 if (a.area in BIT_AREAS or a.bit is not None) else width_of(e.type, e.length))
+        for e in points
+        if (a := addresses.get(e.id)) is not None
+    ]
+    try:
+        plan_reads(spans, dev.planner.max_registers, dev.planner.max_bits, dev.planner.max_gap)
+    except PlanError as exc:
+        problems.append(((*_device_path(dev, points), "planner", "max_registers"), str(exc)))
+    return addresses
+
+
+def _device_path(dev: object, points: list[DictionaryEntry]) -> Path_:
+    for e in points:
+        if e.path and e.path[0] == "devices":
+            return e.path[:2]
+    return ()
+
+
+def _check_overlaps(
+    points: list[DictionaryEntry], addresses: dict[str, ModbusAddress], problems: list[tuple[Path_, str]]
+) -> None:
+    spans = []
+    for e in points:
+        a = addresses.get(e.id)
+        if a is None:
+            continue
+        width = 1 if a.area in BIT_AREAS else width_of(e.type, e.length)
+        spans.append((a.area, a.offset, a.offset + (1 if a.bit is not None else width), a, e))
+    spans.sort(key=lambda s: (s[0], s[1], s[2]))
+    active: list[tuple[str, int, int, ModbusAddress, DictionaryEntry]] = []
+    for span in spans:
+        area, start, end, a, e = span
+        active = [s for s in active if s[0] == area and s[2] > start]
+        for _, ostart, oend, oa, oe in active:
+            if a.bit is not None and oa.bit is not None:
+                if a.bit == oa.bit:
+                    problems.append((_addr_path(e), f"'{e.id}' and '{oe.id}' are the same bit {a}"))
+                continue
+            # a register read whole and as bits is a common, legitimate pattern (status words)
+            if (a.bit is not None or oa.bit is not None) and oend - ostart == 1 and end - start == 1:
+                continue
+            problems.append(
+                (
+                    _addr_path(e),
+                    f"'{e.id}' at {a} ({e.type}, {end - start} register(s)) overlaps '{oe.id}' "
+                    f"at {oa} ({oe.type}, {oend - ostart} register(s))",
+                )
+            )
+        active.append(span)
+
+
+def _addr_path(e: DictionaryEntry) -> Path_:
+    return (*e.where("modbus"), "address")
+
