@@ -1,0 +1,3 @@
+"""edgegw: an industrial-internet edge gateway."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,145 @@
+"""The `edgegw` command. Exit codes: 0 ok, 1 runtime failure, 2 bad config or arguments."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections import Counter
+
+from . import __version__
+
+
+def _load(path: str):  # type: ignore[no-untyped-def]
+    from .config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(issue, file=sys.stderr)
+        n = len(exc.issues)
+        print(f"{path}: {n} error{'s' if n != 1 else ''}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from drivers.modbus.planner import RegisterSpan, plan_reads
+
+    from .config.schema import ModbusRtuDevice, ModbusTcpDevice
+
+    loaded = _load(args.config)
+    cfg = loaded.config
+    protocols: Counter[str] = Counter()
+    points = requests = 0
+    rows = []
+    for resolved in loaded.devices:
+        dev = cfg.devices[resolved.index]
+        protocols[dev.protocol] += 1
+        points += len(resolved.points)
+        n_req = ""
+        if isinstance(dev, ModbusTcpDevice | ModbusRtuDevice):
+            spans = [
+                RegisterSpan(a.area, a.offset, 1 if a.area in ("co", "di") or a.bit is not None else _width(e))
+                for e in resolved.points
+                if (a := resolved.addresses.get(e.id))
+            ]
+            n = len(plan_reads(spans, dev.planner.max_registers, dev.planner.max_bits, dev.planner.max_gap))
+            requests += n
+            n_req = f"{n} request{'s' if n != 1 else ''}/poll"
+        rows.append((dev.id, dev.protocol, dev.model or "-", len(resolved.points), f"{dev.poll.interval:g}s", n_req))
+    print(f"{args.config}: ok")
+    print(f"gateway {cfg.gateway.id}: {len(cfg.devices)} devices, {points} points, {len(cfg.models)} models")
+    if rows:
+        widths = [max(len(str(r[i])) for r in rows) for i in range(6)]
+        for r in rows[:40]:
+            print("  " + "  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+        if len(rows) > 40:
+            print(f"  … and {len(rows) - 40} more devices")
+    if requests:
+        print(f"modbus: {requests} read requests per poll cycle")
+    return 0
+
+
+def _width(e) -> int:  # type: ignore[no-untyped-def]
+    from drivers.modbus.address import width_of
+
+    return width_of(e.type, e.length)
+
+
+def cmd_schema(_args: argparse.Namespace) -> int:
+    from .config.schema import GatewayConfig
+
+    print(json.dumps(GatewayConfig.model_json_schema(), indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import logs, runtime
+
+    loaded = _load(args.config)
+    logs.setup(args.log_level or loaded.config.gateway.log_level)
+    try:
+        return asyncio.run(runtime.run(loaded))
+    except OSError as exc:
+        print(f"edgegw: {exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}".rstrip(": "), file=sys.stderr)
+        return 1
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    import logging
+
+    from simulators import runner
+
+    from . import logs
+
+    loaded = _load(args.config)
+    logs.setup("info")
+    logging.getLogger("edgegw.simulate").setLevel(logging.INFO)
+    return asyncio.run(runner.run(loaded, args.bind, args.control, args.period))
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # exit 2 with one line, as argparse does, plus usage
+        self.print_usage(sys.stderr)
+        print(f"edgegw: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="edgegw", description="Industrial-internet edge gateway")
+    p.add_argument("--version", action="version", version=f"edgegw {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    r = sub.add_parser("run", help="run the gateway in the foreground")
+    r.add_argument("-c", "--config", required=True)
+    r.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    r.set_defaults(func=cmd_run)
+
+    v = sub.add_parser("validate", help="check a config without touching devices")
+    v.add_argument("-c", "--config", required=True)
+    v.set_defaults(func=cmd_validate)
+
+    s = sub.add_parser("schema", help="print the config's JSON Schema")
+    s.set_defaults(func=cmd_schema)
+
+    m = sub.add_parser("simulate", help="simulate every device of a config")
+    m.add_argument("-c", "--config", required=True)
+    m.add_argument("--bind", default="127.0.0.1", help="address the simulators listen on")
+    m.add_argument("--control", metavar="HOST:PORT", help="serve the fault-injection API here")
+    m.add_argument("--period", type=float, default=60.0, help="seconds per value cycle")
+    m.set_defaults(func=cmd_simulate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,72 @@
+"""Structured logs: one line per event, `key=value` pairs (logfmt), never a secret.
+
+Secrets never reach a log line because config values are never logged whole: events name
+devices, hosts and reasons only.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+
+class LogfmtFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        parts = [
+            f"ts={ts}.{int(record.msecs):03d}Z",
+            f"level={record.levelname.lower()}",
+            f"logger={record.name}",
+            f"msg={_quote(record.getMessage())}",
+        ]
+        fields = getattr(record, "fields", None)
+        if fields:
+            parts += [f"{k}={_quote(str(v))}" for k, v in fields.items()]
+        if record.exc_info and record.levelno >= logging.ERROR:
+            # programming errors only: user-caused conditions never get here with exc_info
+            parts.append(f"error={_quote(repr(record.exc_info[1]))}")
+        return " ".join(parts)
+
+
+def _quote(s: str) -> str:
+    if s and not any(c in s for c in ' "=\n\t'):
+        return s
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def setup(level: str = "info") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(LogfmtFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("pymodbus", "asyncio", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
+
+
+def event(logger: logging.Logger, level: int, msg: str, **fields: Any) -> None:
+    if logger.isEnabledFor(level):
+        logger.log(level, msg, extra={"fields": fields})
+
+
+class RateLimited:
+    """At most one line per key per `every` seconds; the next line says how many were held back."""
+
+    def __init__(self, logger: logging.Logger, every: float = 10.0):
+        self.logger = logger
+        self.every = every
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def log(self, key: str, level: int, msg: str, **fields: Any) -> None:
+        now = time.monotonic()
+        if now - self._last.get(key, -1e9) < self.every:
+            self._held[key] = self._held.get(key, 0) + 1
+            return
+        held = self._held.pop(key, 0)
+        if held:
+            fields["suppressed"] = held
+        self._last[key] = now
+        event(self.logger, level, msg, **fields)

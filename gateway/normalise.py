@@ -1,0 +1,118 @@
+"""Normalisation: raw driver values -> engineering values with quality, per the dictionary.
+
+This is the hot path (every point of every poll passes here), so each point's arithmetic is
+prepared once and a poll is one loop over precomputed tuples.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from drivers.base import PointError
+
+from .dictionary import DictionaryEntry
+
+GOOD, UNCERTAIN, BAD = "good", "uncertain", "bad"
+_NUMERIC = {"int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64"}
+
+
+@dataclass(slots=True)
+class Reading:
+    """One point's value in one poll. `v` is None when `q` is bad."""
+
+    id: str
+    v: object
+    q: str
+    reason: str | None = None
+    ts: int | None = None  # source timestamp (ms), when the device supplies one
+
+
+@dataclass(slots=True)
+class Sample:
+    """What a device produced in one poll (or one subscription batch), for the sinks."""
+
+    device: str
+    ts: int  # ms since the epoch, UTC
+    readings: list[Reading]
+    full: bool = True  # False: an on_change subset
+
+
+def _decimals(x: float) -> int:
+    text = repr(float(x))
+    if "e" in text:
+        mant, exp = text.split("e")
+        d = len(mant.split(".")[1].rstrip("0")) if "." in mant else 0
+        return max(0, d - int(exp))
+    frac = text.split(".")[1].rstrip("0") if "." in text else ""
+    return len(frac)
+
+
+class Normaliser:
+    def __init__(self, entries: list[DictionaryEntry], publish: str = "always", heartbeat: float = 60.0):
+        self.entries = entries
+        self.on_change = publish == "on_change"
+        self.heartbeat = heartbeat
+        self._plan = []
+        for e in entries:
+            scaled = e.type in _NUMERIC and (e.scale != 1.0 or e.offset != 0.0)
+            digits: int | None = None
+            if scaled and e.type != "float32" and e.type != "float64":
+                digits = max(_decimals(e.scale), _decimals(e.offset))
+            lo, hi = e.range if e.range is not None else (None, None)
+            self._plan.append(
+                (e.id, e.type, scaled, e.scale, e.offset, digits, e.type == "float32", e.type in ("float32", "float64"), lo, hi)
+            )
+        self._deadband = [e.deadband for e in entries]
+        self._last: list[tuple[object, str] | None] = [None] * len(entries)
+        self._last_full = -math.inf
+
+    def normalise(self, raw: list[object]) -> list[Reading]:
+        out: list[Reading] = []
+        for (pid, _type, scaled, scale, offset, digits, f32, is_float, lo, hi), value in zip(
+            self._plan, raw, strict=True
+        ):
+            if isinstance(value, PointError):
+                out.append(Reading(pid, None, BAD, value.reason))
+                continue
+            if is_float and not math.isfinite(value):  # type: ignore[arg-type]
+                out.append(Reading(pid, None, BAD, "not a finite number"))
+                continue
+            if scaled:
+                value = value * scale + offset  # type: ignore[operator]
+                if digits is not None:
+                    value = round(value, digits)
+            if f32:
+                # a float32 carries ~7 significant digits; don't publish float64 noise
+                value = float(f"{value:.7g}")
+            if lo is not None and not (lo <= value <= hi):  # type: ignore[operator]
+                out.append(Reading(pid, value, UNCERTAIN, f"outside range [{lo:g}, {hi:g}]"))
+                continue
+            out.append(Reading(pid, value, GOOD))
+        return out
+
+    def all_bad(self, reason: str) -> list[Reading]:
+        return [Reading(e.id, None, BAD, reason) for e in self.entries]
+
+    def to_publish(self, readings: list[Reading], now: float) -> tuple[list[Reading], bool]:
+        """With publish: on_change, the readings that changed beyond their deadband (all of
+        them at each heartbeat). Returns (readings, full)."""
+        if not self.on_change:
+            return readings, True
+        full = now - self._last_full >= self.heartbeat
+        out = []
+        last = self._last
+        for i, r in enumerate(readings):
+            prev = last[i]
+            if full or prev is None or prev[1] != r.q or _changed(prev[0], r.v, self._deadband[i]):
+                out.append(r)
+                last[i] = (r.v, r.q)
+        if full:
+            self._last_full = now
+        return out, full
+
+
+def _changed(old: object, new: object, deadband: float | None) -> bool:
+    if deadband is not None and isinstance(new, int | float) and isinstance(old, int | float):
+        return abs(new - old) > deadband
+    return old != new
