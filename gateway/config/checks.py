@@ -71,7 +71,7 @@ def check(
         entries, merge_problems = merge_points(dev, path, model, dev.model)
         problems += merge_problems
         points = [e for e in entries if e is not None]
-        if not points and not merge_problems:
+        if not points and not merge_problems and (dev.model is None or model is not None):
             problems.append(((*path, "points"), "the device has no points (give a model or points)"))
         addresses: dict[str, ModbusAddress] = {}
         for e in points:
@@ -110,7 +110,24 @@ def _dedupe(problems: list[tuple[Path_, str]]) -> list[tuple[Path_, str]]:
     return out
 
 
+def _a(noun: str) -> str:
+    return ("an " if noun[0] in "aeiou" else "a ") + noun
+
+
+# spellings people write instead of the code
+_UNIT_ALIASES = {
+    "DEGC": "CEL", "DEG_C": "CEL", "C": "CEL", "DEGF": "FAH", "K": "KEL", "W": "WTT", "KW": "KWT",
+    "MW": "MAW", "V": "VLT", "KV": "KVT", "A": "AMP", "MA": "4K", "HZ": "HTZ", "S": "SEC",
+    "MS": "C26", "H": "HUR", "KG": "KGM", "G": "GRM", "T": "TNE", "M": "MTR", "MM": "MMT",
+    "CM": "CMT", "L": "LTR", "M3": "MTQ", "M3/H": "MQH", "L/MIN": "L2", "%": "P1", "PCT": "P1",
+    "PERCENT": "P1", "PA": "PAL", "R/MIN": "RPM", "N": "NEW", "NM": "NU", "PPM": "59",
+}
+
+
 def _unit_message(unit: str) -> str:
+    alias = _UNIT_ALIASES.get(unit.upper())
+    if alias:
+        return f"unknown unit code '{unit}'; the UNECE Rec 20 code is '{alias}' ({UNECE_REC20[alias][0]})"
     hint = difflib.get_close_matches(unit.upper(), list(UNECE_REC20), n=3, cutoff=0.5)
     if unit.upper() in UNECE_REC20:
         return f"unknown unit code '{unit}'; UNECE codes are upper case: '{unit.upper()}'"
@@ -162,7 +179,7 @@ def _check_modbus(
             continue
         if e.access == "rw" and addr.area in READ_ONLY_AREAS:
             problems.append(
-                (e.where("access"), f"point '{e.id}' is rw but {addr} is an {AREA_NAMES[addr.area]}, which is read-only")
+                (e.where("access"), f"point '{e.id}' is rw but {addr} is {_a(AREA_NAMES[addr.area])}, which is read-only")
             )
         addresses[e.id] = addr
     _check_overlaps(points, addresses, problems)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from .types import ByteSize, Duration
 
@@ -33,6 +33,14 @@ class ModbusAddress(Strict):
     address: str | int = Field(
         description="hr:N, ir:N, co:N, di:N (0-based), hr:N.B for bit B, or Modicon 4xxxx/3xxxx/1xxxx/0xxxx"
     )
+
+    @field_validator("address", mode="before")
+    @classmethod
+    def _no_float(cls, v: object) -> object:
+        if isinstance(v, float):
+            # YAML reads 40021.10 as 40021.1: bit 10 would silently become bit 1
+            raise ValueError(f"write a register bit as a quoted string ('{v}' or 'hr:N.B'), not a number")
+        return v
 
 
 class OpcuaAddress(Strict):

@@ -24,7 +24,9 @@ _SIZE_UNITS = {
 
 def parse_duration(value: Any) -> float:
     """'500ms' -> 0.5, '5m' -> 300.0. Bare numbers are refused: '1' is ambiguous."""
-    if isinstance(value, bool) or not isinstance(value, str):
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError(f"a bare number is ambiguous: write '{value:g}s' or '{value:g}ms'")
+    if not isinstance(value, str):
         raise ValueError("expected a duration such as '500ms', '1s', '5m' or '1h'")
     m = _DURATION.match(value)
     if not m:

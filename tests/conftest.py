@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import Proc, free_port, start_mosquitto  # noqa: E402
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[tuple[Proc, int]]:
+    port = free_port()
+    proc = start_mosquitto(tmp_path, port)
+    yield proc, port
+    proc.kill()

@@ -1,0 +1,150 @@
+"""Real peers for end-to-end tests: Mosquitto, the simulators and the gateway, as processes on
+free loopback ports, stopped by PID; and an MQTT subscriber that records what arrives."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
+ROOT = Path(__file__).resolve().parent.parent
+EDGEGW = [sys.executable, "-m", "gateway.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def wait_port(port: int, timeout: float = 10.0) -> None:
+    def up() -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", port), 0.2):
+                return True
+        except OSError:
+            return False
+
+    wait_for(up, timeout, f"port {port}")
+
+
+class Proc:
+    """A child process with its output in a file, stopped by PID."""
+
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path = ROOT):
+        self.log_path = log
+        self._log = open(log, "wb")  # noqa: SIM115
+        self.p = subprocess.Popen(
+            args, stdout=self._log, stderr=subprocess.STDOUT, cwd=cwd, env={**os.environ, **(env or {})}
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.p.pid
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, sig: int) -> None:
+        if self.p.poll() is None:
+            os.kill(self.p.pid, sig)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self._log.close()
+        return self.p.returncode
+
+    def kill(self) -> None:
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait()
+
+
+def mosquitto_binary() -> str:
+    for candidate in (shutil.which("mosquitto"), "/usr/sbin/mosquitto"):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    raise RuntimeError("mosquitto is not installed (apt-get install -y mosquitto)")
+
+
+def start_mosquitto(tmp: Path, port: int) -> Proc:
+    conf = tmp / f"mosquitto-{port}.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    proc = Proc([mosquitto_binary(), "-c", str(conf)], tmp / f"mosquitto-{port}.log")
+    wait_port(port)
+    return proc
+
+
+class Subscriber:
+    """Collects every message under a topic filter, in arrival order, in its own thread."""
+
+    def __init__(self, port: int, topic: str = "#"):
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.lock = threading.Lock()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"test-sub-{os.getpid()}-{port}-{time.monotonic_ns()}")
+        self.client.on_message = self._on_message
+        self._subscribed = threading.Event()
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        if not self._subscribed.wait(5):
+            raise AssertionError("subscriber could not subscribe")
+
+    def _on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
+        with self.lock:
+            self.messages.append((msg.topic, msg.payload, bool(msg.retain)))
+
+    def json(self, suffix: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [json.loads(p) for t, p, _ in self.messages if t.endswith(suffix) and p]
+
+    def data(self, device: str) -> list[dict[str, Any]]:
+        return self.json(f"/{device}/data")
+
+    def stop(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def seq_report(messages: list[dict[str, Any]]) -> tuple[list[int], int]:
+    """(missing seq numbers, duplicates) over a device's data messages."""
+    seen: dict[int, int] = defaultdict(int)
+    for m in messages:
+        seen[m["seq"]] += 1
+    if not seen:
+        return [], 0
+    lo, hi = min(seen), max(seen)
+    missing = [s for s in range(lo, hi + 1) if s not in seen]
+    dups = sum(n - 1 for n in seen.values())
+    return missing, dups

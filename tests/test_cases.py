@@ -1,0 +1,71 @@
+"""Data-driven cases: tests/cases/<name>/config.yaml with either error.txt (the exact lines
+`edgegw validate` must print) or decode.json (registers in, engineering values out).
+Adding a case is adding a folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from drivers.modbus.address import BIT_AREAS, parse_address
+from drivers.modbus.codec import BlockDecoder
+from drivers.modbus.tcp import ModbusTcpDriver
+from gateway.config import load_config
+from gateway.normalise import Normaliser
+from gateway.wiring import build_driver
+
+CASES = Path(__file__).parent / "cases"
+ERROR_CASES = sorted(p.parent.name for p in CASES.glob("*/error.txt"))
+DECODE_CASES = sorted(p.parent.name for p in CASES.glob("*/decode.json"))
+
+
+@pytest.mark.parametrize("name", ERROR_CASES)
+def test_config_error_case(name: str) -> None:
+    case = CASES / name
+    env = {k: v for k, v in os.environ.items() if k != "EDGEGW_TEST_UNSET_VARIABLE"}
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "validate", "-c", "config.yaml"],
+        cwd=case, capture_output=True, text=True, env=env, timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    expected = (case / "error.txt").read_text().splitlines()
+    assert lines[:-1] == expected
+    assert lines[-1] == f"config.yaml: {len(expected)} error{'s' if len(expected) != 1 else ''}"
+
+
+@pytest.mark.parametrize("name", DECODE_CASES)
+def test_decode_case(name: str) -> None:
+    case = CASES / name
+    spec = json.loads((case / "decode.json").read_text())
+    loaded = load_config(case / "config.yaml")
+    resolved = next(r for r in loaded.devices if loaded.config.devices[r.index].id == spec["device"])
+    driver = build_driver(loaded, resolved)
+    assert isinstance(driver, ModbusTcpDriver)
+    memory: dict[str, dict[int, object]] = {"hr": {}, "ir": {}, "co": {}, "di": {}}
+    for addr, values in spec["registers"].items():
+        a = parse_address(addr)
+        for i, v in enumerate(values):
+            memory[a.area][a.offset + i] = v
+    raw: list[object] = [None] * len(driver.points)
+    for req in driver.requests:
+        default: object = False if req.area in BIT_AREAS else 0
+        block = [memory[req.area].get(req.start + i, default) for i in range(req.count)]
+        decoded = BlockDecoder(req.start, req.count, [driver.points[i] for i in req.points]).decode(block)
+        for i, v in zip(req.points, decoded, strict=True):
+            raw[i] = v
+    readings = {r.id: r for r in Normaliser(resolved.points).normalise(raw)}
+    for pid, (value, quality) in spec["expected"].items():
+        r = readings[pid]
+        assert r.q == quality, (pid, r)
+        if isinstance(value, float):
+            assert r.v == pytest.approx(value, rel=1e-6), pid
+        else:
+            assert r.v == value and type(r.v) is type(value), (pid, r.v)
+    assert set(spec["expected"]) == set(readings)
