@@ -41,14 +41,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
         n_req = ""
         if isinstance(dev, ModbusTcpDevice | ModbusRtuDevice):
             spans = [
-                RegisterSpan(a.area, a.offset, 1 if a.area in ("co", "di") or a.bit is not None else _width(e))
+                RegisterSpan(
+                    a.area, a.offset, 1 if a.area in ("co", "di") or a.bit is not None else _width(e)
+                )
                 for e in resolved.points
                 if (a := resolved.addresses.get(e.id))
             ]
             n = len(plan_reads(spans, dev.planner.max_registers, dev.planner.max_bits, dev.planner.max_gap))
             requests += n
             n_req = f"{n} request{'s' if n != 1 else ''}/poll"
-        rows.append((dev.id, dev.protocol, dev.model or "-", len(resolved.points), f"{dev.poll.interval:g}s", n_req))
+        rows.append(
+            (dev.id, dev.protocol, dev.model or "-", len(resolved.points), f"{dev.poll.interval:g}s", n_req)
+        )
     print(f"{args.config}: ok")
     print(f"gateway {cfg.gateway.id}: {len(cfg.devices)} devices, {points} points, {len(cfg.models)} models")
     if rows:
@@ -83,7 +87,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(runtime.run(loaded))
     except OSError as exc:
-        print(f"edgegw: {exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}".rstrip(": "), file=sys.stderr)
+        print(
+            f"edgegw: {exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}".rstrip(": "),
+            file=sys.stderr,
+        )
         return 1
 
 

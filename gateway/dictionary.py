@@ -7,9 +7,12 @@ model point overrides only the fields it gives; any other entry adds a point.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from .config.schema import DeviceBase, Model, PointFields
-from .config.source import Path_
+if TYPE_CHECKING:
+    from .config.schema import DeviceBase, Model, PointFields
+
+Path_ = tuple[str | int, ...]
 
 DEFAULTS = {
     "scale": 1.0,
@@ -18,7 +21,6 @@ DEFAULTS = {
     "classification": "general",
 }
 CLASSIFICATION_RANK = {"general": 0, "important": 1, "core": 2}
-_FIELDS = [f for f in PointFields.model_fields if f != "id"]
 
 
 @dataclass(slots=True)
@@ -94,9 +96,7 @@ def merge_points(
     for pid, fields in merged.items():
         values = {k: v for k, (v, _) in fields.items()}
         if values.get("type") is None:
-            problems.append(
-                (paths[pid], f"point '{pid}' has no type (bool, int16, …, float32, string)")
-            )
+            problems.append((paths[pid], f"point '{pid}' has no type (bool, int16, …, float32, string)"))
             entries.append(None)
             continue
         name = values.pop("name", None)
@@ -121,7 +121,14 @@ def merge_points(
     return entries, problems
 
 
-_ENTRY_FIELDS = set(DictionaryEntry.__dataclass_fields__) - {"name", "modbus", "opcua", "origin", "path", "id"}
+_ENTRY_FIELDS = set(DictionaryEntry.__dataclass_fields__) - {
+    "name",
+    "modbus",
+    "opcua",
+    "origin",
+    "path",
+    "id",
+}
 
 
 def _fields_of(p: PointFields, path: Path_) -> dict[str, tuple[object, Path_]]:

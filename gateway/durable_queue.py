@@ -75,7 +75,9 @@ class DurableQueue:
             db = self._connect()
         for name, value in db.execute("SELECT name, value FROM sequences"):
             self._seq[name] = value
-        self.depth, self.bytes = db.execute("SELECT count(*), coalesce(sum(length(body)), 0) FROM messages").fetchone()
+        self.depth, self.bytes = db.execute(
+            "SELECT count(*), coalesce(sum(length(body)), 0) FROM messages"
+        ).fetchone()
         return db
 
     def _connect(self) -> sqlite3.Connection:
@@ -112,8 +114,9 @@ class DurableQueue:
         db.execute("BEGIN")
         try:
             if acked:
+                marks = ",".join("?" * len(acked))
                 removed = db.execute(
-                    f"SELECT count(*), coalesce(sum(length(body)), 0) FROM messages WHERE id IN ({','.join('?' * len(acked))})",
+                    f"SELECT count(*), coalesce(sum(length(body)), 0) FROM messages WHERE id IN ({marks})",
                     acked,
                 ).fetchone()
                 db.executemany("DELETE FROM messages WHERE id = ?", [(i,) for i in acked])

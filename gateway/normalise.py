@@ -61,7 +61,18 @@ class Normaliser:
                 digits = max(_decimals(e.scale), _decimals(e.offset))
             lo, hi = e.range if e.range is not None else (None, None)
             self._plan.append(
-                (e.id, e.type, scaled, e.scale, e.offset, digits, e.type == "float32", e.type in ("float32", "float64"), lo, hi)
+                (
+                    e.id,
+                    e.type,
+                    scaled,
+                    e.scale,
+                    e.offset,
+                    digits,
+                    e.type == "float32",
+                    e.type in ("float32", "float64"),
+                    lo,
+                    hi,
+                )
             )
         self._deadband = [e.deadband for e in entries]
         self._last: list[tuple[object, str] | None] = [None] * len(entries)

@@ -59,13 +59,25 @@ class Gateway:
         data_dir.mkdir(parents=True, exist_ok=True)
         self._lock(data_dir)
         mq = self.cfg.northbound.mqtt
-        event(log, logging.INFO, "starting", version=__version__, gateway=self.cfg.gateway.id,
-              config=str(self.loaded.path), data_dir=str(data_dir))
+        event(
+            log,
+            logging.INFO,
+            "starting",
+            version=__version__,
+            gateway=self.cfg.gateway.id,
+            config=str(self.loaded.path),
+            data_dir=str(data_dir),
+        )
         if mq is not None:
             self.queue = DurableQueue(data_dir / "queue.sqlite3", mq.buffer.max_bytes, mq.buffer.fsync)
             if self.queue.depth:
-                event(log, logging.INFO, "queued messages from the previous run will be sent",
-                      count=self.queue.depth, bytes=self.queue.bytes)
+                event(
+                    log,
+                    logging.INFO,
+                    "queued messages from the previous run will be sent",
+                    count=self.queue.depth,
+                    bytes=self.queue.bytes,
+                )
             self.mqtt = MqttSink(mq, self.cfg.gateway.id, self.queue, self.loaded.relative)
             await self.mqtt.start()
         else:
@@ -92,8 +104,13 @@ class Gateway:
             )
             self.runners[dev.id] = runner
             self._tasks.append(asyncio.create_task(runner.run(), name=f"poll-{dev.id}"))
-        event(log, logging.INFO, "polling", devices=len(self.runners),
-              points=sum(len(r.normaliser.entries) for r in self.runners.values()))
+        event(
+            log,
+            logging.INFO,
+            "polling",
+            devices=len(self.runners),
+            points=sum(len(r.normaliser.entries) for r in self.runners.values()),
+        )
 
     async def stop(self) -> None:
         for t in self._tasks:

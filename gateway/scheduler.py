@@ -65,8 +65,13 @@ class DeviceRunner:
     def _set_state(self, state: str, reason: str | None = None) -> None:
         if state != self.state:
             self.state = state
-            event(log, logging.INFO if state == "online" else logging.WARNING, f"device {state}",
-                  device=self.group.device, reason=reason or "")
+            event(
+                log,
+                logging.INFO if state == "online" else logging.WARNING,
+                f"device {state}",
+                device=self.group.device,
+                reason=reason or "",
+            )
         self.status(self.group.device, state, reason)
 
     async def run(self) -> None:
@@ -92,8 +97,13 @@ class DeviceRunner:
                     if self.state != "offline":
                         self._set_state("offline", reason)
                     else:
-                        self._ratelimit.log("unreachable", logging.WARNING, "device still unreachable",
-                                            device=g.device, reason=reason)
+                        self._ratelimit.log(
+                            "unreachable",
+                            logging.WARNING,
+                            "device still unreachable",
+                            device=g.device,
+                            reason=reason,
+                        )
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a driver bug must not stop the other devices
@@ -122,5 +132,11 @@ class DeviceRunner:
                 missed = int((now - deadline) // g.interval) + 1
                 c.overruns += missed
                 deadline += missed * g.interval
-                self._ratelimit.log("overrun", logging.WARNING, "poll overran its interval; deadlines skipped",
-                                    device=g.device, skipped=c.overruns, poll_ms=round(c.last_poll_ms, 1))
+                self._ratelimit.log(
+                    "overrun",
+                    logging.WARNING,
+                    "poll overran its interval; deadlines skipped",
+                    device=g.device,
+                    skipped=c.overruns,
+                    poll_ms=round(c.last_poll_ms, 1),
+                )

@@ -137,7 +137,9 @@ class ModbusTcpSimulator:
             kind = DataType.BITS if area in BIT_AREAS else DataType.REGISTERS
             return [SimData(0, count=dev.size(area), values=0, datatype=kind)]
 
-        async def action(fc: int, start: int, address: int, count: int, registers: list[int], values: Any) -> ExcCodes | None:
+        async def action(
+            fc: int, start: int, address: int, count: int, registers: list[int], values: Any
+        ) -> ExcCodes | None:
             return await self._on_request(dev, fc, start, address, count, registers, values)
 
         return SimDevice(
@@ -147,7 +149,14 @@ class ModbusTcpSimulator:
         )
 
     async def _on_request(
-        self, dev: SimulatedDevice, fc: int, start: int, address: int, count: int, registers: list[int], values: Any
+        self,
+        dev: SimulatedDevice,
+        fc: int,
+        start: int,
+        address: int,
+        count: int,
+        registers: list[int],
+        values: Any,
     ) -> ExcCodes | None:
         dev.requests += 1
         fault = dev.fault

@@ -7,6 +7,8 @@ import logging
 import signal
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 from gateway.config import LoadedConfig
 from gateway.config.schema import ModbusTcpDevice
 from gateway.wiring import register_points
@@ -15,6 +17,12 @@ from .modbus_tcp import FAULTS, Fault, ModbusTcpSimulator, SimulatedDevice, Simu
 from .values import ValueGenerator
 
 log = logging.getLogger("edgegw.simulate")
+
+
+class FaultBody(BaseModel):
+    mode: str = Field(description=" | ".join(FAULTS))
+    code: int = Field(4, ge=1, le=255, description="exception code for mode: exception")
+    delay: float = Field(2.0, ge=0, le=3600, description="seconds, for mode: slow")
 
 
 def build_simulators(loaded: LoadedConfig, bind: str, period: float = 60.0) -> list[ModbusTcpSimulator]:
@@ -36,15 +44,9 @@ def build_simulators(loaded: LoadedConfig, bind: str, period: float = 60.0) -> l
 
 def control_app(sims: list[ModbusTcpSimulator]) -> Any:
     from fastapi import FastAPI, HTTPException
-    from pydantic import BaseModel, Field
 
     app = FastAPI(title="edgegw simulator control")
     devices = {d.id: (s, d) for s in sims for d in s.devices.values()}
-
-    class FaultBody(BaseModel):
-        mode: str = Field(description=" | ".join(FAULTS))
-        code: int = Field(4, ge=1, le=255, description="exception code for mode: exception")
-        delay: float = Field(2.0, ge=0, le=3600, description="seconds, for mode: slow")
 
     def get(device_id: str) -> tuple[ModbusTcpSimulator, SimulatedDevice]:
         if device_id not in devices:
@@ -92,8 +94,12 @@ async def run(loaded: LoadedConfig, bind: str, control: str | None, period: floa
             log.error("cannot listen on %s:%d: %s", bind, s.port, exc)
             return 1
         for d in s.devices.values():
-            print(f"simulating {d.id}: modbus-tcp {bind}:{s.port} unit {d.unit_id}, {len(d.points)} points", flush=True)
+            print(
+                f"simulating {d.id}: modbus-tcp {bind}:{s.port} unit {d.unit_id}, {len(d.points)} points",
+                flush=True,
+            )
     server = None
+    control_task: asyncio.Task[None] | None = None
     if control:
         import uvicorn
 
@@ -101,7 +107,7 @@ async def run(loaded: LoadedConfig, bind: str, control: str | None, period: floa
         cfg = uvicorn.Config(control_app(sims), host=host or "127.0.0.1", port=int(port), log_level="warning")
         server = uvicorn.Server(cfg)
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-        asyncio.create_task(server.serve())
+        control_task = asyncio.create_task(server.serve())
         print(f"control API on http://{host or '127.0.0.1'}:{port}", flush=True)
     print("simulators ready", flush=True)
     stop = asyncio.Event()
@@ -111,6 +117,8 @@ async def run(loaded: LoadedConfig, bind: str, control: str | None, period: floa
     await stop.wait()
     if server is not None:
         server.should_exit = True
+        if control_task is not None:
+            await asyncio.wait([control_task], timeout=2)
     for s in sims:
         await s.stop()
     return 0

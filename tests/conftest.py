@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import Proc, free_port, start_mosquitto  # noqa: E402
+from harness import Proc, free_port, start_mosquitto
 
 
 @pytest.fixture

@@ -66,7 +66,8 @@ class Proc:
         return self.p.pid
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def signal(self, sig: int) -> None:
@@ -111,7 +112,9 @@ class Subscriber:
     def __init__(self, port: int, topic: str = "#"):
         self.messages: list[tuple[str, bytes, bool]] = []
         self.lock = threading.Lock()
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"test-sub-{os.getpid()}-{port}-{time.monotonic_ns()}")
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"test-sub-{os.getpid()}-{port}-{time.monotonic_ns()}"
+        )
         self.client.on_message = self._on_message
         self._subscribed = threading.Event()
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)

@@ -1,4 +1,5 @@
 import pytest
+
 from drivers.modbus.address import AddressError, ModbusAddress, parse_address
 
 

@@ -30,7 +30,11 @@ def test_config_error_case(name: str) -> None:
     env = {k: v for k, v in os.environ.items() if k != "EDGEGW_TEST_UNSET_VARIABLE"}
     result = subprocess.run(
         [sys.executable, "-m", "gateway.cli", "validate", "-c", "config.yaml"],
-        cwd=case, capture_output=True, text=True, env=env, timeout=60,
+        cwd=case,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr

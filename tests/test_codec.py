@@ -73,11 +73,16 @@ def test_encode_decode_round_trip(type_and_value, order, gap):
     if type_.startswith("float") and math.isinf(value):
         assert decoded == value
     else:
-        assert decoded == value or (type_ == "float32" and decoded == struct.unpack(">f", struct.pack(">f", value))[0])
+        assert decoded == value or (
+            type_ == "float32" and decoded == struct.unpack(">f", struct.pack(">f", value))[0]
+        )
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=12), st.sampled_from(["ABCD", "BADC"]))
+@given(
+    st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=12),
+    st.sampled_from(["ABCD", "BADC"]),
+)
 def test_string_round_trip(text, order):
     p = RegisterPoint("s", "hr", 0, "string", length=6, byte_order=order)
     assert BlockDecoder(0, 6, [p]).decode(encode_value(p, text)) == [text]

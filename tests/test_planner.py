@@ -1,5 +1,7 @@
 """Properties of the read planner: coverage, limits, areas, and how few requests it makes."""
 
+import itertools
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -45,10 +47,12 @@ def test_plan_is_no_larger_than_one_request_per_point_and_merges_neighbours(poin
     for req in plan:
         by_area.setdefault(req.area, []).append(req)
     for reqs in by_area.values():
-        for a, b in zip(reqs, reqs[1:]):
+        for a, b in itertools.pairwise(reqs):
             limit = 2000 if a.area in ("co", "di") else 125
-            assert b.start - a.end > max_gap or (b.end - a.start) > limit or any(
-                points[i].offset + points[i].width - a.start > limit for i in b.points
+            assert (
+                b.start - a.end > max_gap
+                or (b.end - a.start) > limit
+                or any(points[i].offset + points[i].width - a.start > limit for i in b.points)
             )
 
 

@@ -51,8 +51,7 @@ def parse_address(raw: str | int) -> ModbusAddress:
             # YAML turns an unquoted 00001 into the integer 1 (or an octal number): refuse
             # rather than guess which coil was meant.
             raise AddressError(
-                f"{raw} is not a Modicon reference; quote coil references ('00001') or "
-                "write 'co:0'"
+                f"{raw} is not a Modicon reference; quote coil references ('00001') or write 'co:0'"
             )
     else:
         text = raw.strip()

@@ -106,8 +106,8 @@ class BlockDecoder:
                 self._post.append((-1, post))
                 self._extra.append((idx, struct.Struct(">" + code), rel * 2, post))
         self._fields = struct.Struct(fmt)
-        self._simple = not self._extra and all(post is None for _, post in self._post) and (
-            len(self._post) == nslots
+        self._simple = (
+            not self._extra and all(post is None for _, post in self._post) and (len(self._post) == nslots)
         )
 
     @staticmethod

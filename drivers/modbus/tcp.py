@@ -80,9 +80,7 @@ class ModbusTcpDriver:
     async def _why_unreachable(self) -> str:
         # pymodbus only says False; one plain connect attempt tells the user why.
         try:
-            _, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port), self.timeout
-            )
+            _, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), self.timeout)
             writer.close()
             return f"cannot connect to {self.host}:{self.port}"
         except TimeoutError:
@@ -115,9 +113,7 @@ class ModbusTcpDriver:
         for req, decoder in zip(self.requests, self._decoders, strict=True):
             self.request_count += 1
             try:
-                resp = await asyncio.wait_for(
-                    self._call(req.area, req.start, req.count), self.timeout + 0.5
-                )
+                resp = await asyncio.wait_for(self._call(req.area, req.start, req.count), self.timeout + 0.5)
             except (ModbusIOException, TimeoutError):
                 self.error_count += 1
                 failure: object = PointError("timeout")
@@ -126,7 +122,9 @@ class ModbusTcpDriver:
             except (ConnectionException, OSError) as exc:
                 self.error_count += 1
                 await self.close()
-                raise DeviceUnreachable(f"connection to {self.host}:{self.port} lost: {_short(exc)}") from None
+                raise DeviceUnreachable(
+                    f"connection to {self.host}:{self.port} lost: {_short(exc)}"
+                ) from None
             except ModbusException as exc:
                 self.error_count += 1
                 failure = PointError(f"protocol error: {_short(exc)}")

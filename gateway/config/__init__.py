@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import typing
@@ -77,10 +78,8 @@ def _partial(doc: Any) -> tuple[GatewayConfig | None, list[tuple[int, Any]], set
     devices: list[tuple[int, Any]] = []
     raw_devices = doc.get("devices") if isinstance(doc.get("devices"), list) else []
     for i, raw in enumerate(raw_devices):
-        try:
+        with contextlib.suppress(ValidationError):
             devices.append((i, _DEVICE.validate_python(raw)))
-        except ValidationError:
-            pass
     cfg = GatewayConfig.model_construct(
         models=models, devices=[d for _, d in devices], northbound=Northbound(), identifier=None, api=None
     )
@@ -145,9 +144,9 @@ def _message(err: Any, path: Path_, doc: Any) -> str:
         msg = msg[len("Value error, ") :]
     if "input" in err and kind not in ("model_type", "dict_type", "list_type"):
         value = err["input"]
-        if isinstance(value, str | int | float) and not isinstance(value, bool) and len(str(value)) < 60:
-            if f"'{value}'" not in msg and str(value) not in msg:
-                msg = f"{msg} (got {value!r})"
+        short = isinstance(value, str | int | float) and not isinstance(value, bool) and len(str(value)) < 60
+        if short and f"'{value}'" not in msg and str(value) not in msg:
+            msg = f"{msg} (got {value!r})"
     return msg[0].lower() + msg[1:] if msg else msg
 
 
@@ -193,7 +192,9 @@ def _pick_model(model: Any, value: Any) -> Any:
             if isinstance(value, dict) and "protocol" in value:
                 for opt in options:
                     fields = getattr(opt, "model_fields", {})
-                    if "protocol" in fields and value["protocol"] in typing.get_args(fields["protocol"].annotation):
+                    if "protocol" in fields and value["protocol"] in typing.get_args(
+                        fields["protocol"].annotation
+                    ):
                         chosen = opt
             else:
                 for opt in options:

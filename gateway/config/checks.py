@@ -64,8 +64,14 @@ def check(
             model = cfg.models.get(dev.model)
             if model is None and dev.model not in bad_models:
                 hint = difflib.get_close_matches(dev.model, list(cfg.models), n=1)
-                known = f"did you mean '{hint[0]}'?" if hint else (
-                    f"known models: {', '.join(sorted(cfg.models))}" if cfg.models else "no models are defined"
+                known = (
+                    f"did you mean '{hint[0]}'?"
+                    if hint
+                    else (
+                        f"known models: {', '.join(sorted(cfg.models))}"
+                        if cfg.models
+                        else "no models are defined"
+                    )
                 )
                 problems.append(((*path, "model"), f"unknown model '{dev.model}'; {known}"))
         entries, merge_problems = merge_points(dev, path, model, dev.model)
@@ -116,11 +122,40 @@ def _a(noun: str) -> str:
 
 # spellings people write instead of the code
 _UNIT_ALIASES = {
-    "DEGC": "CEL", "DEG_C": "CEL", "C": "CEL", "DEGF": "FAH", "K": "KEL", "W": "WTT", "KW": "KWT",
-    "MW": "MAW", "V": "VLT", "KV": "KVT", "A": "AMP", "MA": "4K", "HZ": "HTZ", "S": "SEC",
-    "MS": "C26", "H": "HUR", "KG": "KGM", "G": "GRM", "T": "TNE", "M": "MTR", "MM": "MMT",
-    "CM": "CMT", "L": "LTR", "M3": "MTQ", "M3/H": "MQH", "L/MIN": "L2", "%": "P1", "PCT": "P1",
-    "PERCENT": "P1", "PA": "PAL", "R/MIN": "RPM", "N": "NEW", "NM": "NU", "PPM": "59",
+    "DEGC": "CEL",
+    "DEG_C": "CEL",
+    "C": "CEL",
+    "DEGF": "FAH",
+    "K": "KEL",
+    "W": "WTT",
+    "KW": "KWT",
+    "MW": "MAW",
+    "V": "VLT",
+    "KV": "KVT",
+    "A": "AMP",
+    "MA": "4K",
+    "HZ": "HTZ",
+    "S": "SEC",
+    "MS": "C26",
+    "H": "HUR",
+    "KG": "KGM",
+    "G": "GRM",
+    "T": "TNE",
+    "M": "MTR",
+    "MM": "MMT",
+    "CM": "CMT",
+    "L": "LTR",
+    "M3": "MTQ",
+    "M3/H": "MQH",
+    "L/MIN": "L2",
+    "%": "P1",
+    "PCT": "P1",
+    "PERCENT": "P1",
+    "PA": "PAL",
+    "R/MIN": "RPM",
+    "N": "NEW",
+    "NM": "NU",
+    "PPM": "59",
 }
 
 
@@ -169,7 +204,9 @@ def _check_modbus(
             problems.append((where, str(exc)))
             continue
         if addr.area in BIT_AREAS and e.type != "bool":
-            problems.append((where, f"a {AREA_NAMES[addr.area]} holds one bit: the type must be bool, not {e.type}"))
+            problems.append(
+                (where, f"a {AREA_NAMES[addr.area]} holds one bit: the type must be bool, not {e.type}")
+            )
             continue
         if addr.bit is not None and e.type != "bool":
             problems.append((where, f"a register bit is a bool, not {e.type}"))
@@ -179,12 +216,17 @@ def _check_modbus(
             continue
         if e.access == "rw" and addr.area in READ_ONLY_AREAS:
             problems.append(
-                (e.where("access"), f"point '{e.id}' is rw but {addr} is {_a(AREA_NAMES[addr.area])}, which is read-only")
+                (
+                    e.where("access"),
+                    f"point '{e.id}' is rw but {addr} is {_a(AREA_NAMES[addr.area])}, which is read-only",
+                )
             )
         addresses[e.id] = addr
     _check_overlaps(points, addresses, problems)
     spans = [
-        RegisterSpan(a.area, a.offset, 1 if (a.area in BIT_AREAS or a.bit is not None) else width_of(e.type, e.length))
+        RegisterSpan(
+            a.area, a.offset, 1 if (a.area in BIT_AREAS or a.bit is not None) else width_of(e.type, e.length)
+        )
         for e in points
         if (a := addresses.get(e.id)) is not None
     ]
@@ -237,4 +279,3 @@ def _check_overlaps(
 
 def _addr_path(e: DictionaryEntry) -> Path_:
     return (*e.where("modbus"), "address")
-

@@ -104,19 +104,29 @@ class MqttSink:
     def _on_connect(self, client: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if reason.is_failure:
             self._ratelimit.log(
-                "connect", logging.WARNING, "broker refused the connection",
-                broker=f"{self.s.host}:{self.s.port}", reason=str(reason),
+                "connect",
+                logging.WARNING,
+                "broker refused the connection",
+                broker=f"{self.s.host}:{self.s.port}",
+                reason=str(reason),
             )
             return
-        self.connected = True
         event(log, logging.INFO, "connected to broker", broker=f"{self.s.host}:{self.s.port}")
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            # on the event loop thread, so that no newer device status can be overtaken
+            loop.call_soon_threadsafe(self._on_connected)
+
+    def _on_connected(self) -> None:
         # retained state is re-published on every connect: the broker may have restarted empty
+        client = self.client
         client.publish(f"{self.prefix}/status", self._birth(), qos=1, retain=True)
-        for device, payload in list(self._meta.items()):
+        for device, payload in self._meta.items():
             client.publish(f"{self.prefix}/{device}/meta", payload, qos=1, retain=True)
-        for device, payload in list(self._status.items()):
+        for device, payload in self._status.items():
             client.publish(f"{self.prefix}/{device}/status", payload, qos=1, retain=True)
-        self._notify()
+        self.connected = True
+        self._wake.set()
 
     def _on_disconnect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         was = self.connected
@@ -124,11 +134,20 @@ class MqttSink:
         if self._stopping:
             return
         if was:
-            event(log, logging.WARNING, "lost the broker; buffering on disk", broker=f"{self.s.host}:{self.s.port}", reason=str(reason))
+            event(
+                log,
+                logging.WARNING,
+                "lost the broker; buffering on disk",
+                broker=f"{self.s.host}:{self.s.port}",
+                reason=str(reason),
+            )
         else:
             self._ratelimit.log(
-                "connect", logging.WARNING, "cannot reach the broker; buffering on disk",
-                broker=f"{self.s.host}:{self.s.port}", reason=str(reason),
+                "connect",
+                logging.WARNING,
+                "cannot reach the broker; buffering on disk",
+                broker=f"{self.s.host}:{self.s.port}",
+                reason=str(reason),
             )
         if self.s.qos == 0:
             self._notify(reset=True)
@@ -245,7 +264,9 @@ class MqttSink:
             self._cycle()
         for device in devices:
             self.device_status(device, "offline", "gateway stopped")
-        info = self.client.publish(f"{self.prefix}/status", _json({"state": "offline", "ts": now_ms()}), qos=1, retain=True)
+        info = self.client.publish(
+            f"{self.prefix}/status", _json({"state": "offline", "ts": now_ms()}), qos=1, retain=True
+        )
         if self.connected:
             while not info.is_published() and time.monotonic() < deadline + 1:
                 await asyncio.sleep(0.02)
