@@ -70,3 +70,10 @@ def test_env_substitution_and_missing_file(tmp_path: Path):
         text=True,
     )
     assert out.returncode == 2 and "file not found" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_config_reference_matches_the_schema():
+    from gateway.config.reference import render
+
+    committed = (ROOT / "docs" / "config-reference.md").read_text()
+    assert committed == render(), "docs/config-reference.md is stale: python -m gateway.config.reference"

@@ -209,9 +209,9 @@ class Location(Strict):
 
 
 class GatewaySettings(Strict):
-    id: str = Field(pattern=r"^[a-z0-9_-]+$", max_length=64)
+    id: str = Field(pattern=r"^[a-z0-9_-]+$", max_length=64, description="used in MQTT topics and client ids")
     data_dir: str = Field("./var", description="durable queues, sequence numbers, certificates")
-    location: Location = Field(default_factory=Location)
+    location: Location = Field(default_factory=Location, description="enterprise, site, area, line, …")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
 
@@ -326,8 +326,10 @@ class GatewayConfig(Strict):
 
     include: list[str] | str | None = Field(None, description="files (globs) whose models merge in")
     gateway: GatewaySettings
-    models: dict[Annotated[str, Field(pattern=MODEL_ID)], Model] = Field(default_factory=dict)
-    devices: list[Device] = Field(default_factory=list)
-    northbound: Northbound = Field(default_factory=Northbound)
-    identifier: IdentifierSettings | None = None
-    api: ApiSettings | None = None
+    models: dict[Annotated[str, Field(pattern=MODEL_ID)], Model] = Field(
+        default_factory=dict, description="the device data dictionary: one entry per device type"
+    )
+    devices: list[Device] = Field(default_factory=list, description="discriminated by protocol:")
+    northbound: Northbound = Field(default_factory=Northbound, description="mqtt:, influxdb:")
+    identifier: IdentifierSettings | None = Field(None, description="secondary-node registration")
+    api: ApiSettings | None = Field(None, description="local HTTP API")

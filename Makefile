@@ -1,0 +1,31 @@
+# The two commands of a fresh clone:  make demo  |  make test
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test setup system-packages lint clean
+
+demo: setup
+	scripts/demo
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q
+
+setup: system-packages $(BIN)/edgegw
+
+system-packages:
+	@scripts/system-packages
+
+$(BIN)/edgegw: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[test]"
+	@touch $@
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .hypothesis

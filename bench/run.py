@@ -1,0 +1,150 @@
+"""End-to-end throughput benchmark: Modbus TCP simulators -> edgegw (store-and-forward on) ->
+Mosquitto (QoS 1) -> a subscriber that counts point values and checks per-device seq.
+
+    .venv/bin/python bench/run.py --devices 10 --points 100 --interval 1s --seconds 30
+
+Prints one line of figures and writes bench/results/<scenario>.json. The gateway's CPU comes
+from /proc/<pid>/stat (utime+stime over the measured window) and its peak RSS from VmHWM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from harness import EDGEGW, Proc, Subscriber, free_port, seq_report, start_mosquitto, wait_for, wait_port  # noqa: E402
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def vm(pid: int, key: str) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def write_config(
+    tmp: Path, devices: int, points: int, interval: str, mqtt_port: int, ports: list[int]
+) -> Path:
+    lines = [
+        "gateway: {id: gw-bench, data_dir: " + str(tmp / "data") + "}",
+        "models:",
+        "  bench:",
+        "    points:",
+    ]
+    for i in range(points):
+        lines.append(
+            f"      - {{id: p{i:04d}, type: int16, scale: 0.1, unit: CEL, range: [0, 400], modbus: {{address: 'hr:{i}'}}}}"
+        )
+    lines.append("devices:")
+    for d in range(devices):
+        port = ports[d % len(ports)]
+        lines.append(
+            f"  - {{id: dev-{d:04d}, model: bench, protocol: modbus-tcp, "
+            f"connection: {{host: 127.0.0.1, port: {port}, unit_id: {d // len(ports) % 247 + 1}}}, "
+            f"poll: {{interval: {interval}}}}}"
+        )
+    lines += ["northbound:", f"  mqtt: {{host: 127.0.0.1, port: {mqtt_port}}}"]
+    path = tmp / "bench.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--devices", type=int, default=10)
+    ap.add_argument("--points", type=int, default=100)
+    ap.add_argument("--interval", default="1s")
+    ap.add_argument("--seconds", type=float, default=30)
+    ap.add_argument("--sim-processes", type=int, default=2)
+    args = ap.parse_args()
+    name = f"{args.devices}x{args.points}@{args.interval}"
+    with tempfile.TemporaryDirectory(prefix="edgegw-bench-") as t:
+        tmp = Path(t)
+        mqtt_port = free_port()
+        broker = start_mosquitto(tmp, mqtt_port)
+        sim_ports = [free_port() for _ in range(args.sim_processes)]
+        cfgs = []
+        sims = []
+        # one simulator process per port: each serves its share of the devices
+        full = write_config(tmp, args.devices, args.points, args.interval, mqtt_port, sim_ports)
+        for i, port in enumerate(sim_ports):
+            sub_dir = tmp / f"sim{i}"
+            sub_dir.mkdir()
+            text = full.read_text().splitlines()
+            keep = [ln for ln in text if not ln.startswith("  - {id: dev-") or f"port: {port}," in ln]
+            p = sub_dir / "sim.yaml"
+            p.write_text("\n".join(keep) + "\n")
+            cfgs.append(p)
+            sims.append(Proc([*EDGEGW, "simulate", "-c", str(p)], tmp / f"sim{i}.log"))
+        for port in sim_ports:
+            wait_port(port, 30)
+        sub = Subscriber(mqtt_port, "edgegw/gw-bench/+/data")
+        gw = Proc([*EDGEGW, "run", "-c", str(full)], tmp / "gw.log")
+        try:
+            wait_for(lambda: len(sub.messages) >= args.devices, 60, "first data from every device")
+            time.sleep(2)  # settle
+            n0 = len(sub.messages)
+            c0, t0 = cpu_seconds(gw.pid), time.monotonic()
+            time.sleep(args.seconds)
+            n1 = len(sub.messages)
+            c1, t1 = cpu_seconds(gw.pid), time.monotonic()
+            with sub.lock:
+                window = sub.messages[n0:n1]
+                everything = list(sub.messages)
+            values = sum(len(json.loads(p)["points"]) for _, p, _ in window)
+            by_device: dict[str, list[dict]] = {}
+            for topic, payload, _ in everything:
+                by_device.setdefault(topic.split("/")[2], []).append(json.loads(payload))
+            gaps = sum(len(seq_report(m)[0]) for m in by_device.values())
+            dups = sum(seq_report(m)[1] for m in by_device.values())
+            result = {
+                "scenario": name,
+                "values_per_s": round(values / (t1 - t0)),
+                "messages_per_s": round((n1 - n0) / (t1 - t0), 1),
+                "offered_values_per_s": round(args.devices * args.points / _seconds(args.interval)),
+                "gateway_cpu_pct": round(100 * (c1 - c0) / (t1 - t0), 1),
+                "gateway_rss_mb": round(vm(gw.pid, "VmRSS"), 1),
+                "gateway_peak_rss_mb": round(vm(gw.pid, "VmHWM"), 1),
+                "seq_gaps": gaps,
+                "duplicates": dups,
+                "seconds": args.seconds,
+            }
+        finally:
+            gw.stop()
+            sub.stop()
+            for s in sims:
+                s.stop()
+            broker.kill()
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name.replace('@', '_at_')}.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(
+        f"{name:<18} values/s {result['values_per_s']:>7} (offered {result['offered_values_per_s']})  "
+        f"cpu {result['gateway_cpu_pct']:>5}%  rss {result['gateway_rss_mb']} MB "
+        f"(peak {result['gateway_peak_rss_mb']})  seq gaps {gaps}  dups {dups}"
+    )
+
+
+def _seconds(d: str) -> float:
+    from gateway.config.types import parse_duration
+
+    return parse_duration(d)
+
+
+if __name__ == "__main__":
+    main()
