@@ -4,6 +4,7 @@ units from the retained meta, and every status change."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 
@@ -60,10 +61,8 @@ def main() -> None:
             break
         except OSError:
             time.sleep(0.2)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         client.loop_forever()
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":
