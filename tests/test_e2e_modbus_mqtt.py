@@ -93,6 +93,10 @@ northbound:
         r.raise_for_status()
         return r.json()
 
+    def state(self, device: str) -> str | None:
+        msgs = self.sub.json(f"/{device}/status")
+        return msgs[-1]["state"] if msgs else None
+
     def close(self) -> None:
         for p in (self.gw, self.sim):
             if p is not None:
@@ -182,16 +186,46 @@ def test_exception_responses_mark_only_that_device_bad(plant: Plant) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("mode", "reason"),
+    [
+        ("silent", r"no response within 0\.5s"),
+        ("drop", r"connection to .* lost|cannot connect|no response"),
+        ("garbage", r"no response|protocol error|bad response|connection"),
+    ],
+)
+def test_hanging_or_dropping_device_does_not_disturb_the_others(plant: Plant, mode: str, reason: str) -> None:
+    n_a, n_b = len(plant.sub.data("im-a")), len(plant.sub.data("im-b"))
+    plant.sim_api("PUT", "/devices/em-c/fault", {"mode": mode})
+    started = time.monotonic()
+    try:
+        wait_for(lambda: plant.state("em-c") == "offline", 10, f"em-c offline ({mode})")
+        assert re.search(reason, plant.sub.json("/em-c/status")[-1]["reason"])
+        last = plant.sub.data("em-c")[-1]["points"]
+        assert all(p["q"] == "bad" and p["v"] is None for p in last.values())
+        time.sleep(max(0.0, 3.0 - (time.monotonic() - started)))
+        elapsed = time.monotonic() - started
+        # the other devices keep their full poll rate (200 ms): at least 95 % of the samples
+        expected = elapsed / 0.2
+        for device, before in (("im-a", n_a), ("im-b", n_b)):
+            got = plant.sub.data(device)[before:]
+            assert len(got) >= 0.95 * expected - 1, (device, len(got), expected)
+            assert all(m["points"]["barrel_temp_1"]["q"] == "good" for m in got)
+    finally:
+        plant.sim_api("DELETE", "/devices/em-c/fault")
+    wait_for(lambda: plant.state("em-c") == "online", 10, "em-c back online")
+
+
 def test_stopped_simulator_makes_devices_offline_with_bad_points_then_recover(plant: Plant) -> None:
     assert plant.sim is not None
     plant.sim.kill()
-    wait_for(lambda: plant.sub.json("/em-c/status")[-1]["state"] == "offline", 10, "em-c offline")
+    wait_for(lambda: plant.state("em-c") == "offline", 10, "em-c offline")
     status = plant.sub.json("/em-c/status")[-1]
     assert re.search(r"cannot connect|connection .* lost|no response", status["reason"]), status
     last = plant.sub.data("em-c")[-1]["points"]
     assert all(p["q"] == "bad" and p["v"] is None and p["reason"] for p in last.values())
     plant.start_sim()
-    wait_for(lambda: plant.sub.json("/em-c/status")[-1]["state"] == "online", 15, "em-c online again")
+    wait_for(lambda: plant.state("em-c") == "online", 15, "em-c online again")
     wait_for(
         lambda: plant.sub.data("em-c")[-1]["points"]["voltage_l1"]["q"] == "good", 10, "good values again"
     )
@@ -203,7 +237,7 @@ def test_seq_has_no_gap_and_continues_across_a_restart(plant: Plant) -> None:
     rc = plant.gw.stop()
     assert rc == 0, plant.gw.output()
     assert "Traceback" not in plant.gw.output()
-    wait_for(lambda: plant.sub.json("/gw-test/status")[-1]["state"] == "offline", 5, "offline status")
+    wait_for(lambda: plant.state("gw-test") == "offline", 5, "offline status")
     last_status = plant.sub.json("/im-a/status")[-1]
     assert last_status["state"] == "offline" and last_status["reason"] == "gateway stopped"
     stopped = {d: max(m["seq"] for m in plant.sub.data(d)) for d in before}
