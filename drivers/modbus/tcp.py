@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Sequence
 
 from pymodbus.client import AsyncModbusTcpClient
@@ -86,7 +87,8 @@ class ModbusTcpDriver:
         except TimeoutError:
             return f"connect to {self.host}:{self.port} timed out"
         except OSError as exc:
-            return f"cannot connect to {self.host}:{self.port}: {exc.strerror or exc}"
+            why = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+            return f"cannot connect to {self.host}:{self.port}: {why}"
 
     async def close(self) -> None:
         if self._client is not None:

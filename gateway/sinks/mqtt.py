@@ -98,6 +98,7 @@ class MqttSink:
         client.will_set(f"{self.prefix}/status", _json({"state": "offline"}), qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_connect_fail = self._on_connect_fail
         client.on_publish = self._on_publish
         return client
 
@@ -151,6 +152,15 @@ class MqttSink:
             )
         if self.s.qos == 0:
             self._notify(reset=True)
+
+    def _on_connect_fail(self, _c: Any, _u: Any) -> None:
+        self._ratelimit.log(
+            "connect",
+            logging.WARNING,
+            "cannot reach the broker; buffering on disk, retrying",
+            broker=f"{self.s.host}:{self.s.port}",
+            queued=self.queue.depth,
+        )
 
     def _on_publish(self, _c: Any, _u: Any, mid: int, _r: Any, _p: Any) -> None:
         self._acks.append(mid)
