@@ -56,6 +56,7 @@ class MqttSink:
         self.gateway_id = gateway_id
         self.queue = queue
         self.prefix = f"{settings.topic_prefix}/{gateway_id}"
+        self._broker = f"{settings.host}:{settings.port}"
         self._visible: dict[str, frozenset[str]] = {}
         self._meta: dict[str, bytes] = {}
         self._status: dict[str, bytes] = {}
@@ -104,15 +105,9 @@ class MqttSink:
 
     def _on_connect(self, client: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if reason.is_failure:
-            self._ratelimit.log(
-                "connect",
-                logging.WARNING,
-                "broker refused the connection",
-                broker=f"{self.s.host}:{self.s.port}",
-                reason=str(reason),
-            )
+            self._broker_warning("broker refused the connection", reason=str(reason))
             return
-        event(log, logging.INFO, "connected to broker", broker=f"{self.s.host}:{self.s.port}")
+        event(log, logging.INFO, "connected to broker", broker=self._broker)
         loop = self._loop
         if loop is not None and not loop.is_closed():
             # on the event loop thread, so that no newer device status can be overtaken
@@ -139,28 +134,20 @@ class MqttSink:
                 log,
                 logging.WARNING,
                 "lost the broker; buffering on disk",
-                broker=f"{self.s.host}:{self.s.port}",
+                broker=self._broker,
                 reason=str(reason),
             )
         else:
-            self._ratelimit.log(
-                "connect",
-                logging.WARNING,
-                "cannot reach the broker; buffering on disk",
-                broker=f"{self.s.host}:{self.s.port}",
-                reason=str(reason),
-            )
+            self._broker_warning("cannot reach the broker; buffering on disk", reason=str(reason))
         if self.s.qos == 0:
             self._notify(reset=True)
 
     def _on_connect_fail(self, _c: Any, _u: Any) -> None:
-        self._ratelimit.log(
-            "connect",
-            logging.WARNING,
-            "cannot reach the broker; buffering on disk, retrying",
-            broker=f"{self.s.host}:{self.s.port}",
-            queued=self.queue.depth,
-        )
+        self._broker_warning("cannot reach the broker; buffering on disk, retrying", queued=self.queue.depth)
+
+    def _broker_warning(self, msg: str, **fields: Any) -> None:
+        # while the broker stays away, one line per 30 s rather than one per retry
+        self._ratelimit.log("connect", logging.WARNING, msg, broker=self._broker, **fields)
 
     def _on_publish(self, _c: Any, _u: Any, mid: int, _r: Any, _p: Any) -> None:
         self._acks.append(mid)
