@@ -201,8 +201,14 @@ def test_hanging_or_dropping_device_does_not_disturb_the_others(plant: Plant, mo
     try:
         wait_for(lambda: plant.state("em-c") == "offline", 10, f"em-c offline ({mode})")
         assert re.search(reason, plant.sub.json("/em-c/status")[-1]["reason"])
-        last = plant.sub.data("em-c")[-1]["points"]
-        assert all(p["q"] == "bad" and p["v"] is None for p in last.values())
+        # the data message of the failed poll follows its status through the queue
+        wait_for(
+            lambda: all(
+                p["q"] == "bad" and p["v"] is None for p in plant.sub.data("em-c")[-1]["points"].values()
+            ),
+            5,
+            "em-c points bad",
+        )
         time.sleep(max(0.0, 3.0 - (time.monotonic() - started)))
         elapsed = time.monotonic() - started
         # the other devices keep their full poll rate (200 ms): at least 95 % of the samples
@@ -222,8 +228,14 @@ def test_stopped_simulator_makes_devices_offline_with_bad_points_then_recover(pl
     wait_for(lambda: plant.state("em-c") == "offline", 10, "em-c offline")
     status = plant.sub.json("/em-c/status")[-1]
     assert re.search(r"cannot connect|connection .* lost|no response", status["reason"]), status
-    last = plant.sub.data("em-c")[-1]["points"]
-    assert all(p["q"] == "bad" and p["v"] is None and p["reason"] for p in last.values())
+    wait_for(
+        lambda: all(
+            p["q"] == "bad" and p["v"] is None and p["reason"]
+            for p in plant.sub.data("em-c")[-1]["points"].values()
+        ),
+        5,
+        "em-c points bad",
+    )
     plant.start_sim()
     wait_for(lambda: plant.state("em-c") == "online", 15, "em-c online again")
     wait_for(
