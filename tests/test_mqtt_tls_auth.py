@@ -24,6 +24,20 @@ SECRET = "s3cret-Line-1"
 KEEP_USER = "user root\n" if os.geteuid() == 0 else ""
 
 
+def meter_config(tmp: Path, gateway_id: str, sim_port: int, northbound: str) -> Path:
+    """One simulated energy meter polled every 200 ms, and the given northbound section."""
+    cfg = tmp / "gw.yaml"
+    cfg.write_text(
+        f"include: {ROOT}/configs/models/*.yaml\n"
+        f"gateway: {{id: {gateway_id}, data_dir: {tmp}/data}}\n"
+        "devices:\n"
+        f"  - {{id: em-1, model: energy-meter-3ph, protocol: modbus-tcp, "
+        f"connection: {{host: 127.0.0.1, port: {sim_port}}}, poll: {{interval: 200ms}}}}\n"
+        "northbound:\n" + northbound.lstrip("\n")
+    )
+    return cfg
+
+
 def make_certs(d: Path) -> None:
     def run(*args: str) -> None:
         subprocess.run(args, cwd=d, check=True, capture_output=True)
@@ -53,21 +67,18 @@ def test_publishes_over_tls_with_password_and_keeps_it_out_of_logs(tmp_path: Pat
         wait_port(tls_port)
         wait_port(plain_port)
         sim_port = free_port()
-        cfg = tmp_path / "gw.yaml"
-        cfg.write_text(
+        cfg = meter_config(
+            tmp_path,
+            "gw-tls",
+            sim_port,
             f"""
-include: {ROOT}/configs/models/*.yaml
-gateway: {{id: gw-tls, data_dir: {tmp_path}/data}}
-devices:
-  - {{id: em-1, model: energy-meter-3ph, protocol: modbus-tcp, connection: {{host: 127.0.0.1, port: {sim_port}}}, poll: {{interval: 200ms}}}}
-northbound:
   mqtt:
     host: 127.0.0.1
     port: {tls_port}
     tls: {{ca: ca.pem}}
     username: gw
     password: ${{MQTT_PASSWORD}}
-"""
+""",
         )
         sim = Proc([*EDGEGW, "simulate", "-c", str(cfg)], tmp_path / "sim.log", env={"MQTT_PASSWORD": "x"})
         wait_port(sim_port, 15)
@@ -97,16 +108,11 @@ def test_wrong_password_is_reported_and_data_stays_queued(tmp_path: Path) -> Non
     try:
         wait_port(port)
         sim_port = free_port()
-        cfg = tmp_path / "gw.yaml"
-        cfg.write_text(
-            f"""
-include: {ROOT}/configs/models/*.yaml
-gateway: {{id: gw-auth, data_dir: {tmp_path}/data}}
-devices:
-  - {{id: em-1, model: energy-meter-3ph, protocol: modbus-tcp, connection: {{host: 127.0.0.1, port: {sim_port}}}, poll: {{interval: 200ms}}}}
-northbound:
-  mqtt: {{host: 127.0.0.1, port: {port}, username: gw, password: "${{MQTT_PASSWORD}}"}}
-"""
+        cfg = meter_config(
+            tmp_path,
+            "gw-auth",
+            sim_port,
+            f'  mqtt: {{host: 127.0.0.1, port: {port}, username: gw, password: "${{MQTT_PASSWORD}}"}}\n',
         )
         sim = Proc([*EDGEGW, "simulate", "-c", str(cfg)], tmp_path / "sim.log", env={"MQTT_PASSWORD": "x"})
         wait_port(sim_port, 15)
