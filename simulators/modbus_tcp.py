@@ -24,7 +24,7 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from drivers.modbus.address import BIT_AREAS
-from drivers.modbus.codec import RegisterPoint, encode_value
+from drivers.modbus.codec import BlockDecoder, RegisterPoint, encode_value
 from gateway.dictionary import DictionaryEntry
 
 from .values import ValueGenerator, to_raw
@@ -116,8 +116,6 @@ class SimulatedDevice:
             elif r.bit is not None:
                 p.held = bool(values[rel] & (1 << r.bit))
             elif rel + r.width <= count:
-                from drivers.modbus.codec import BlockDecoder
-
                 raw = BlockDecoder(0, r.width, [r]).decode(list(values[rel : rel + r.width]))[0]
                 p.held = raw if p.entry.type in ("bool", "string") else raw * p.entry.scale + p.entry.offset  # type: ignore[operator]
         self._refreshed.clear()

@@ -38,7 +38,7 @@ class ValueGenerator:
         if e.range is None:
             if e.type in _INT_TYPES:
                 # counters (shots, energy): increase steadily from a per-point base
-                return self._raw_limited(self.seed % 10000 + t * 0.5)
+                return self._counter(self.seed % 10000 + t * 0.5)
             return round(100 * math.sin(2 * math.pi * t / self.period + self.phase), 3)
         lo, hi = e.range
         mid, amp = (lo + hi) / 2, (hi - lo) * 0.35
@@ -47,12 +47,11 @@ class ValueGenerator:
             return round(v)
         return v
 
-    def _raw_limited(self, v: float) -> float:
+    def _counter(self, raw: float) -> float:
+        """A counter advancing in raw units, wrapping at the type's maximum, as engineering value."""
         e = self.entry
-        hi = _UNSIGNED_MAX.get(e.type) or _SIGNED_MAX.get(e.type, 2**31)
-        raw = v  # engineering = raw*scale+offset; counters advance in raw units
-        raw = raw % hi
-        return raw * e.scale + e.offset
+        wrap = _UNSIGNED_MAX.get(e.type) or _SIGNED_MAX.get(e.type, 2**31)
+        return int(raw) % wrap * e.scale + e.offset
 
 
 def to_raw(entry: DictionaryEntry, value: object) -> object:

@@ -112,7 +112,7 @@ class ModbusTcpDriver:
         values: list[object] = [None] * len(self.points)
         answered = 0
         last_failure = "timeout"
-        for req, decoder in zip(self.requests, self._decoders, strict=True):
+        for n, (req, decoder) in enumerate(zip(self.requests, self._decoders, strict=True)):
             self.request_count += 1
             try:
                 resp = await asyncio.wait_for(self._call(req.area, req.start, req.count), self.timeout + 0.5)
@@ -152,7 +152,7 @@ class ModbusTcpDriver:
                 values[i] = failure
             if self._client is None:
                 # the connection was closed after a timeout: the rest of this cycle is lost
-                for later in self.requests[self.requests.index(req) + 1 :]:
+                for later in self.requests[n + 1 :]:
                     for i in later.points:
                         values[i] = PointError("timeout")
                 break

@@ -8,6 +8,7 @@ import os
 import typing
 from dataclasses import dataclass
 from pathlib import Path
+from types import UnionType
 from typing import Any
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
@@ -186,7 +187,7 @@ def _pick_model(model: Any, value: Any) -> Any:
         if origin is typing.Annotated:
             model = typing.get_args(model)[0]
             continue
-        if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        if origin in (typing.Union, UnionType):
             options = [a for a in typing.get_args(model) if a is not type(None)]
             chosen = options[0] if options else None
             if isinstance(value, dict) and "protocol" in value:

@@ -83,7 +83,7 @@ def check(
         for e in points:
             problems += _check_point(e)
         if isinstance(dev, ModbusTcpDevice | ModbusRtuDevice):
-            addresses = _check_modbus(dev, points, problems)
+            addresses = _check_modbus(dev, path, points, problems)
         resolved.append(ResolvedDevice(i, points, addresses))
     for model_id, model in cfg.models.items():
         ids: set[str] = set()
@@ -190,7 +190,10 @@ def _check_point(e: DictionaryEntry) -> list[tuple[Path_, str]]:
 
 
 def _check_modbus(
-    dev: ModbusTcpDevice | ModbusRtuDevice, points: list[DictionaryEntry], problems: list[tuple[Path_, str]]
+    dev: ModbusTcpDevice | ModbusRtuDevice,
+    device_path: Path_,
+    points: list[DictionaryEntry],
+    problems: list[tuple[Path_, str]],
 ) -> dict[str, ModbusAddress]:
     addresses: dict[str, ModbusAddress] = {}
     for e in points:
@@ -233,15 +236,8 @@ def _check_modbus(
     try:
         plan_reads(spans, dev.planner.max_registers, dev.planner.max_bits, dev.planner.max_gap)
     except PlanError as exc:
-        problems.append(((*_device_path(dev, points), "planner", "max_registers"), str(exc)))
+        problems.append(((*device_path, "planner", "max_registers"), str(exc)))
     return addresses
-
-
-def _device_path(dev: object, points: list[DictionaryEntry]) -> Path_:
-    for e in points:
-        if e.path and e.path[0] == "devices":
-            return e.path[:2]
-    return ()
 
 
 def _check_overlaps(
