@@ -94,6 +94,39 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
 
 
+def cmd_reload(args: argparse.Namespace) -> int:
+    import errno
+    import fcntl
+    import os
+    import signal
+
+    from .runtime import LOCK_FILE
+
+    loaded = _load(args.config)  # a config with errors is refused here, before the gateway sees it
+    lock = loaded.data_dir / LOCK_FILE
+    try:
+        with open(lock) as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid = int(f.read().strip() or 0)
+            else:
+                pid = 0  # nobody holds the lock: no gateway is running
+    except (OSError, ValueError):
+        pid = 0
+    if pid <= 0:
+        print(f"edgegw: no edgegw is running with data_dir {loaded.data_dir}", file=sys.stderr)
+        return 1
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except OSError as exc:
+        why = "permission denied" if exc.errno == errno.EPERM else os.strerror(exc.errno or 0)
+        print(f"edgegw: cannot signal edgegw (pid {pid}): {why}", file=sys.stderr)
+        return 1
+    print(f"reload requested: edgegw pid {pid} re-reads {loaded.path} (see its log for the outcome)")
+    return 0
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     import logging
 
@@ -127,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a config without touching devices")
     v.add_argument("-c", "--config", required=True)
     v.set_defaults(func=cmd_validate)
+
+    rl = sub.add_parser("reload", help="make the running gateway apply its changed config (SIGHUP)")
+    rl.add_argument("-c", "--config", required=True)
+    rl.set_defaults(func=cmd_reload)
 
     s = sub.add_parser("schema", help="print the config's JSON Schema")
     s.set_defaults(func=cmd_schema)

@@ -87,6 +87,14 @@ class DurableQueue:
         db.executescript(_SCHEMA)
         return db
 
+    def configure(self, max_bytes: int, fsync: str) -> None:
+        """New limits from a reloaded config; the file and its contents stay."""
+        self.max_bytes = max_bytes
+        if fsync != self.fsync:
+            self.commit()
+            self.db.execute(f"PRAGMA synchronous={_SYNC[fsync]}")
+            self.fsync = fsync
+
     def next_seq(self, name: str) -> int:
         value = self._seq.get(name, 0) + 1
         self._seq[name] = value
@@ -163,11 +171,31 @@ class DurableQueue:
             max_bytes=self.max_bytes,
         )
 
-    def after(self, stream: str, last_id: int, limit: int) -> list[tuple[int, str, bytes]]:
+    def after(
+        self, stream: str, last_id: int, limit: int, upto: int | None = None
+    ) -> list[tuple[int, str, bytes]]:
+        """Committed messages of `stream` with last_id < id <= upto, oldest first."""
+        if upto is None:
+            return self.db.execute(
+                "SELECT id, key, body FROM messages WHERE stream = ? AND id > ? ORDER BY id LIMIT ?",
+                (stream, last_id, limit),
+            ).fetchall()
         return self.db.execute(
-            "SELECT id, key, body FROM messages WHERE stream = ? AND id > ? ORDER BY id LIMIT ?",
-            (stream, last_id, limit),
+            "SELECT id, key, body FROM messages WHERE stream = ? AND id > ? AND id <= ? ORDER BY id LIMIT ?",
+            (stream, last_id, upto, limit),
         ).fetchall()
+
+    def count(self, stream: str, last_id: int = 0, upto: int | None = None) -> int:
+        row = self.db.execute(
+            "SELECT count(*) FROM messages WHERE stream = ? AND id > ? AND id <= ?",
+            (stream, last_id, upto if upto is not None else 2**63 - 1),
+        ).fetchone()
+        return int(row[0])
+
+    def last_id(self) -> int:
+        """The highest id ever committed (ids are never reused, across all streams)."""
+        row = self.db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'messages'").fetchone()
+        return int(row[0]) if row else 0
 
     def close(self) -> None:
         self.commit()

@@ -46,6 +46,10 @@ def setup(level: str = "info") -> None:
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
 
 
+def set_level(level: str) -> None:
+    logging.getLogger().setLevel(level.upper())
+
+
 def event(logger: logging.Logger, level: int, msg: str, **fields: Any) -> None:
     if logger.isEnabledFor(level):
         logger.log(level, msg, extra={"fields": fields})

@@ -1,4 +1,10 @@
-"""The running gateway: wires drivers, scheduler, normalisation and sinks, and stops cleanly."""
+"""The running gateway: wires drivers, scheduler, normalisation and sinks, and stops cleanly.
+
+SIGTERM/SIGINT stop it: polling stops, the MQTT sink flushes within `flush_timeout`, statuses
+go offline, exit 0. SIGHUP reloads the config file: devices added, removed or changed are
+(re)started, the others keep polling untouched; queued data and `seq` are kept. A config that
+does not validate is refused with its errors logged, and the running config stays.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +16,9 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .config import LoadedConfig
+from . import __version__, logs
+from .config import ConfigError, LoadedConfig, load_config
+from .config.checks import ResolvedDevice
 from .durable_queue import DurableQueue
 from .logs import event
 from .normalise import Normaliser, Sample
@@ -20,10 +27,22 @@ from .sinks.mqtt import MqttSink
 from .wiring import build_driver
 
 log = logging.getLogger("edgegw")
+LOCK_FILE = "edgegw.lock"
 
 
 class AlreadyRunning(Exception):
     pass
+
+
+def _device_shape(loaded: LoadedConfig, resolved: ResolvedDevice) -> tuple[Any, ...]:
+    """Everything that decides how a device is polled and published; equal means untouched."""
+    return (
+        loaded.config.devices[resolved.index],
+        resolved.points,
+        resolved.addresses,
+        loaded.config.gateway.location,
+        loaded.relative("."),
+    )
 
 
 class Gateway:
@@ -33,7 +52,9 @@ class Gateway:
         self.runners: dict[str, DeviceRunner] = {}
         self.queue: DurableQueue | None = None
         self.mqtt: MqttSink | None = None
-        self._tasks: list[asyncio.Task[None]] = []
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._shapes: dict[str, tuple[Any, ...]] = {}
+        self._reload_lock = asyncio.Lock()
 
     def _emit(self, sample: Sample) -> None:
         if self.mqtt is not None:
@@ -46,11 +67,12 @@ class Gateway:
     def _lock(self, data_dir: Path) -> None:
         # Two gateways on one data_dir would interleave seq numbers and steal each other's
         # MQTT session: refuse the second one.
-        self._lock_file = open(data_dir / "edgegw.lock", "w")  # noqa: SIM115
+        self._lock_file = open(data_dir / LOCK_FILE, "a+")  # noqa: SIM115
         try:
             fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise AlreadyRunning(f"another edgegw is running with data_dir {data_dir}") from None
+        self._lock_file.truncate(0)
         self._lock_file.write(f"{os.getpid()}\n")
         self._lock_file.flush()
 
@@ -58,7 +80,6 @@ class Gateway:
         data_dir = self.loaded.data_dir
         data_dir.mkdir(parents=True, exist_ok=True)
         self._lock(data_dir)
-        mq = self.cfg.northbound.mqtt
         event(
             log,
             logging.INFO,
@@ -68,6 +89,7 @@ class Gateway:
             config=str(self.loaded.path),
             data_dir=str(data_dir),
         )
+        mq = self.cfg.northbound.mqtt
         if mq is not None:
             self.queue = DurableQueue(data_dir / "queue.sqlite3", mq.buffer.max_bytes, mq.buffer.fsync)
             if self.queue.depth:
@@ -82,28 +104,9 @@ class Gateway:
             await self.mqtt.start()
         else:
             event(log, logging.WARNING, "no northbound sink configured: values are polled but not published")
-        location = self.cfg.gateway.location.model_dump(exclude_none=True)
         for resolved in self.loaded.devices:
-            dev = self.cfg.devices[resolved.index]
-            if not dev.enabled:
-                continue
-            if self.mqtt is not None:
-                meta: dict[str, Any] = {
-                    "model": dev.model,
-                    "protocol": dev.protocol,
-                    "location": {**location, **(dev.location or {})},
-                }
-                self.mqtt.add_device(dev.id, meta, resolved.points)
-            group = PollGroup(dev.id, dev.poll.interval, dev.poll.backoff_max, dev.poll.offline_after)
-            runner = DeviceRunner(
-                group,
-                build_driver(self.loaded, resolved),
-                Normaliser(resolved.points, dev.publish, dev.heartbeat),
-                self._emit,
-                self._status,
-            )
-            self.runners[dev.id] = runner
-            self._tasks.append(asyncio.create_task(runner.run(), name=f"poll-{dev.id}"))
+            if self.cfg.devices[resolved.index].enabled:
+                self._start_device(self.loaded, resolved)
         event(
             log,
             logging.INFO,
@@ -112,14 +115,133 @@ class Gateway:
             points=sum(len(r.normaliser.entries) for r in self.runners.values()),
         )
 
-    async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        for r in self.runners.values():
-            await r.driver.close()
+    def _announce(self, sink: MqttSink, loaded: LoadedConfig, resolved: ResolvedDevice) -> None:
+        dev = loaded.config.devices[resolved.index]
+        location = loaded.config.gateway.location.model_dump(exclude_none=True)
+        meta: dict[str, Any] = {
+            "model": dev.model,
+            "protocol": dev.protocol,
+            "location": {**location, **(dev.location or {})},
+        }
+        sink.add_device(dev.id, meta, resolved.points)
+
+    def _start_device(self, loaded: LoadedConfig, resolved: ResolvedDevice) -> None:
+        dev = loaded.config.devices[resolved.index]
         if self.mqtt is not None:
-            await self.mqtt.stop(list(self.runners))
+            self._announce(self.mqtt, loaded, resolved)
+        group = PollGroup(dev.id, dev.poll.interval, dev.poll.backoff_max, dev.poll.offline_after)
+        runner = DeviceRunner(
+            group,
+            build_driver(loaded, resolved),
+            Normaliser(resolved.points, dev.publish, dev.heartbeat),
+            self._emit,
+            self._status,
+        )
+        self.runners[dev.id] = runner
+        self._shapes[dev.id] = _device_shape(loaded, resolved)
+        self._tasks[dev.id] = asyncio.create_task(runner.run(), name=f"poll-{dev.id}")
+
+    async def _stop_device(self, device: str) -> None:
+        task = self._tasks.pop(device)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        runner = self.runners.pop(device)
+        self._shapes.pop(device, None)
+        await runner.driver.close()
+
+    async def reload(self) -> bool:
+        """Apply the config file as it is now. Returns False (and changes nothing) if refused."""
+        async with self._reload_lock:
+            path = self.loaded.path
+            try:
+                new = load_config(path)
+            except ConfigError as exc:
+                for issue in exc.issues:
+                    event(log, logging.ERROR, "config error", error=str(issue))
+                event(
+                    log,
+                    logging.ERROR,
+                    "reload refused: the config does not validate; the running config stays",
+                    errors=len(exc.issues),
+                )
+                return False
+            except OSError as exc:
+                event(log, logging.ERROR, "reload refused: cannot read the config", error=str(exc))
+                return False
+            old_cfg = self.cfg
+            cfg = new.config
+            needs_restart = [
+                key
+                for key, before, after in (
+                    ("gateway.id", old_cfg.gateway.id, cfg.gateway.id),
+                    ("gateway.data_dir", self.loaded.data_dir, new.data_dir),
+                    ("northbound.mqtt", old_cfg.northbound.mqtt is None, cfg.northbound.mqtt is None),
+                )
+                if before != after
+            ]
+            if needs_restart:
+                event(
+                    log,
+                    logging.ERROR,
+                    "reload refused: these changes need a restart; the running config stays",
+                    keys=",".join(needs_restart),
+                )
+                return False
+            if cfg.gateway.log_level != old_cfg.gateway.log_level:
+                logs.set_level(cfg.gateway.log_level)
+            wanted = {cfg.devices[r.index].id: r for r in new.devices if cfg.devices[r.index].enabled}
+            removed = [d for d in self.runners if d not in wanted]
+            added = [d for d in wanted if d not in self.runners]
+            changed = [
+                d
+                for d, r in wanted.items()
+                if d in self.runners and self._shapes.get(d) != _device_shape(new, r)
+            ]
+            for device in removed + changed:
+                await self._stop_device(device)
+            for device in removed:
+                if self.mqtt is not None:
+                    self.mqtt.remove_device(device, "removed from the configuration")
+            mq_changed = old_cfg.northbound.mqtt != cfg.northbound.mqtt
+            self.loaded, self.cfg = new, cfg
+            if mq_changed and self.mqtt is not None and self.queue is not None:
+                await self._restart_mqtt(new)
+            for device in added + changed:
+                self._start_device(new, wanted[device])
+            event(
+                log,
+                logging.INFO,
+                "config reloaded",
+                added=",".join(added) or "-",
+                removed=",".join(removed) or "-",
+                restarted=",".join(changed) or "-",
+                untouched=len(self.runners) - len(added) - len(changed),
+                mqtt="reconnected" if mq_changed else "unchanged",
+            )
+            return True
+
+    async def _restart_mqtt(self, new: LoadedConfig) -> None:
+        """New broker settings: a new client on the same queue; nothing queued is lost."""
+        assert self.mqtt is not None and self.queue is not None
+        mq = new.config.northbound.mqtt
+        assert mq is not None
+        old = self.mqtt
+        await old.detach()
+        self.queue.configure(mq.buffer.max_bytes, mq.buffer.fsync)
+        sink = MqttSink(mq, new.config.gateway.id, self.queue, new.relative)
+        sink.adopt(old)
+        self.mqtt = sink
+        for r in new.devices:
+            if new.config.devices[r.index].id in self.runners:
+                self._announce(sink, new, r)
+        await sink.start()
+
+    async def stop(self) -> None:
+        devices = list(self.runners)
+        for device in devices:
+            await self._stop_device(device)
+        if self.mqtt is not None:
+            await self.mqtt.stop(devices)
         if self.queue is not None:
             self.queue.close()
         event(log, logging.INFO, "stopped")
@@ -131,6 +253,15 @@ async def run(loaded: LoadedConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[bool]] = set()
+
+    def on_hup() -> None:
+        event(log, logging.INFO, "reload requested (SIGHUP)")
+        task = asyncio.create_task(gw.reload(), name="reload")
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
     try:
         await gw.start()
     except AlreadyRunning as exc:
@@ -138,5 +269,7 @@ async def run(loaded: LoadedConfig) -> int:
         return 1
     await stop.wait()
     event(log, logging.INFO, "stopping")
+    for task in reloads:
+        task.cancel()
     await gw.stop()
     return 0

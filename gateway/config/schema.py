@@ -229,6 +229,14 @@ class BufferSettings(Strict):
     )
     commit_interval: Duration = Field(0.02, description="batch window of queue commits")
     inflight: int = Field(256, ge=1, le=65535, description="unacknowledged messages at once")
+    replay: Literal["interleaved", "ordered"] = Field(
+        "interleaved",
+        description="after an outage: interleaved sends live data at once and the backlog beside it; "
+        "ordered sends the backlog first, so each device's seq arrives strictly increasing",
+    )
+    replay_rate: float = Field(
+        2000.0, ge=0, description="backlog messages per second after an outage; 0 = as fast as acknowledged"
+    )
 
 
 class MqttSettings(Strict):
@@ -240,10 +248,21 @@ class MqttSettings(Strict):
     password: SecretStr | None = None
     qos: Literal[0, 1, 2] = 1
     keepalive: Duration = 30.0
+    reconnect_min: Duration = Field(
+        1.0, description="first reconnect delay; doubles per failure, with jitter"
+    )
+    reconnect_max: Duration = Field(30.0, description="cap of the reconnect delay")
+    flush_timeout: Duration = Field(5.0, description="on stop, time allowed to send what is queued")
     topic_prefix: str = Field("edgegw", pattern=r"^[^#+]+$")
     max_classification: Classification = "important"
     commands: bool = False
     buffer: BufferSettings = Field(default_factory=BufferSettings)
+
+    @model_validator(mode="after")
+    def _reconnect_ordered(self) -> MqttSettings:
+        if self.reconnect_min > self.reconnect_max:
+            raise ValueError("reconnect_min is above reconnect_max")
+        return self
 
 
 class InfluxSettings(Strict):

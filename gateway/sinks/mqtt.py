@@ -7,9 +7,20 @@ paho keeps the in-flight window across reconnects and resends it (flagged DUP); 
 resends everything still in the queue. The guarantee is at-least-once, and `seq` lets a
 consumer drop the duplicates.
 
+After a (re)connect the queue is sent in two lanes. What was queued before the connect is the
+backlog: it is replayed oldest first at `buffer.replay_rate` messages per second. What is
+queued after the connect is live and goes out at once, so fresh values are not starved behind
+an outage's backlog (`buffer.replay: ordered` makes live data wait instead). Each lane keeps
+the per-device order of `seq`.
+
+Reconnects back off exponentially from `reconnect_min` to `reconnect_max` with jitter (each
+delay drawn from its upper half), so a plant's gateways do not reconnect in lock-step after a
+broker restart.
+
 The session is clean (clean_session=True): the gateway only publishes, so a persistent
 session would buy nothing on the broker and would make the broker keep state for client ids
-that may never come back.
+that may never come back. Delivery does not depend on the broker's session: what was not
+acknowledged is still in the gateway's queue.
 """
 
 from __future__ import annotations
@@ -17,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import ssl
 import time
 from collections import deque
@@ -61,12 +73,21 @@ class MqttSink:
         self._meta: dict[str, bytes] = {}
         self._status: dict[str, bytes] = {}
         self._inflight: dict[int, int] = {}  # paho mid -> queue row id
-        self._last_sent = 0
+        self._live_cursor = 0  # last row handed to paho in the live lane
+        self._replay_cursor = 0  # last row handed to paho in the backlog lane
+        self._boundary = 0  # rows up to here were queued before the last connect
+        self._replaying = False
+        self._replay_started = 0.0
+        self._replay_sent = 0
+        self._tokens = 0.0
+        self._tokens_at = 0.0
+        self._attempt = 0
         self._acks: deque[int] = deque()
         self.connected = False
         self._stopping = False
         self.published = 0
         self.acked = 0
+        self.replayed = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -84,7 +105,7 @@ class MqttSink:
             protocol=paho.MQTTv311,
         )
         client.max_inflight_messages_set(min(s.buffer.inflight, 65535))
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.reconnect_delay_set(min_delay=s.reconnect_min, max_delay=s.reconnect_min)  # type: ignore[arg-type]
         if s.username:
             client.username_pw_set(s.username, s.password.get_secret_value() if s.password else None)
         if s.tls is not None:
@@ -107,6 +128,7 @@ class MqttSink:
         if reason.is_failure:
             self._broker_warning("broker refused the connection", reason=str(reason))
             return
+        self._attempt = 0
         event(log, logging.INFO, "connected to broker", broker=self._broker)
         loop = self._loop
         if loop is not None and not loop.is_closed():
@@ -122,6 +144,7 @@ class MqttSink:
         for device, payload in self._status.items():
             client.publish(f"{self.prefix}/{device}/status", payload, qos=1, retain=True)
         self.connected = True
+        self._begin_replay()
         self._wake.set()
 
     def _on_disconnect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
@@ -129,6 +152,7 @@ class MqttSink:
         self.connected = False
         if self._stopping:
             return
+        self._next_reconnect_delay()
         if was:
             event(
                 log,
@@ -143,7 +167,16 @@ class MqttSink:
             self._notify(reset=True)
 
     def _on_connect_fail(self, _c: Any, _u: Any) -> None:
+        self._next_reconnect_delay()
         self._broker_warning("cannot reach the broker; buffering on disk, retrying", queued=self.queue.depth)
+
+    def _next_reconnect_delay(self) -> None:
+        # paho waits min_delay before its next attempt: set it to this attempt's jittered delay
+        self._attempt += 1
+        s = self.s
+        ceiling = min(s.reconnect_max, s.reconnect_min * 2 ** min(self._attempt - 1, 30))
+        delay = random.uniform(ceiling / 2, ceiling)
+        self.client.reconnect_delay_set(min_delay=delay, max_delay=delay)  # type: ignore[arg-type]
 
     def _broker_warning(self, msg: str, **fields: Any) -> None:
         # while the broker stays away, one line per 30 s rather than one per retry
@@ -161,10 +194,8 @@ class MqttSink:
             loop.call_soon_threadsafe(self._wake.set)
 
     def _reset_window(self) -> None:
-        # QoS 0: paho drops what it could not send, so resend from the oldest unacknowledged
-        if self._inflight:
-            self._last_sent = min(self._inflight.values()) - 1
-            self._inflight.clear()
+        # QoS 0: paho drops what it could not send; the next connect's replay sends it again
+        self._inflight.clear()
 
     def _birth(self) -> bytes:
         return _json({"state": "online", "ts": now_ms(), "version": __version__})
@@ -178,7 +209,16 @@ class MqttSink:
         body["points"] = {e.id: e.meta() for e in allowed}
         payload = _json(body)
         self._meta[device] = payload
-        self.client.publish(f"{self.prefix}/{device}/meta", payload, qos=1, retain=True)
+        if self.connected:  # otherwise the connect publishes the latest
+            self.client.publish(f"{self.prefix}/{device}/meta", payload, qos=1, retain=True)
+
+    def remove_device(self, device: str, reason: str) -> None:
+        """A device left the configuration: its retained status says so, its meta is cleared."""
+        self.device_status(device, "offline", reason)
+        self._status.pop(device, None)
+        self._visible.pop(device, None)
+        if self._meta.pop(device, None) is not None and self.connected:
+            self.client.publish(f"{self.prefix}/{device}/meta", b"", qos=1, retain=True)
 
     def device_status(self, device: str, state: str, reason: str | None = None) -> None:
         body: dict[str, Any] = {"state": state, "ts": now_ms()}
@@ -186,7 +226,8 @@ class MqttSink:
             body["reason"] = reason
         payload = _json(body)
         self._status[device] = payload
-        self.client.publish(f"{self.prefix}/{device}/status", payload, qos=1, retain=True)
+        if self.connected:  # otherwise the connect publishes the latest, so an outage holds no backlog
+            self.client.publish(f"{self.prefix}/{device}/status", payload, qos=1, retain=True)
 
     def submit(self, sample: Sample) -> None:
         """Queue one data message. Never blocks: it is committed within one commit interval."""
@@ -220,6 +261,8 @@ class MqttSink:
             await self._wake.wait()
             self._wake.clear()
             self._cycle()
+            if self._replaying and self.connected:
+                self._wake.set()  # the backlog is paced: come back next interval without a new sample
             await asyncio.sleep(interval)  # batch the next commit
 
     def _cycle(self) -> None:
@@ -236,25 +279,112 @@ class MqttSink:
         self.queue.commit()
         self._pump()
 
+    # ---- the two lanes: backlog (paced) and live ----
+
+    def _begin_replay(self) -> None:
+        self.queue.commit()
+        self._boundary = self.queue.last_id()
+        self._live_cursor = self._boundary
+        self._replay_cursor = 0
+        backlog = self.queue.count(STREAM, 0, self._boundary) - len(self._inflight)
+        self._replaying = backlog > 0
+        if self._replaying:
+            self._replay_started = time.monotonic()
+            self._replay_sent = 0
+            self._tokens, self._tokens_at = 0.0, self._replay_started
+            event(
+                log,
+                logging.INFO,
+                "replaying the backlog",
+                messages=backlog,
+                rate=self.s.buffer.replay_rate or "unlimited",
+                order=self.s.buffer.replay,
+            )
+
+    def _replay_budget(self, room: int) -> int:
+        rate = self.s.buffer.replay_rate
+        if rate <= 0:
+            return room
+        now = time.monotonic()
+        # at most a quarter second of burst, so pacing holds at any commit interval
+        self._tokens = min(self._tokens + (now - self._tokens_at) * rate, max(rate / 4, 1.0))
+        self._tokens_at = now
+        n = min(int(self._tokens), room)
+        self._tokens -= n
+        return n
+
     def _pump(self) -> None:
         if not self.connected:
             return
         room = self.s.buffer.inflight - len(self._inflight)
         if room <= 0:
             return
-        for row_id, topic, body in self.queue.after(STREAM, self._last_sent, room):
-            info = self.client.publish(topic, body, qos=self.s.qos)
-            if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
+        if self._replaying:
+            budget = self._replay_budget(room)
+            if budget:
+                rows = self.queue.after(STREAM, self._replay_cursor, budget, upto=self._boundary)
+                busy = set(self._inflight.values()) if self._inflight else ()
+                for row_id, topic, body in rows:
+                    if row_id not in busy:  # a busy row is paho's to resend
+                        if not self._send(row_id, topic, body):
+                            break
+                        self._replay_sent += 1
+                        self.replayed += 1
+                    self._replay_cursor = row_id
+                if len(rows) < budget and self._replay_cursor >= (rows[-1][0] if rows else 0):
+                    self._end_replay()
+            if self.s.buffer.replay == "ordered" and self._replaying:
+                return
+            room = self.s.buffer.inflight - len(self._inflight)
+            if room <= 0:
+                return
+        for row_id, topic, body in self.queue.after(STREAM, self._live_cursor, room):
+            if not self._send(row_id, topic, body):
                 break
-            self._inflight[info.mid] = row_id
-            self._last_sent = row_id
-            self.published += 1
+            self._live_cursor = row_id
 
-    async def stop(self, devices: list[str], flush_timeout: float = 5.0) -> None:
-        """Flush what can be flushed in time, set statuses offline, disconnect."""
+    def _end_replay(self) -> None:
+        self._replaying = False
+        took = time.monotonic() - self._replay_started
+        event(
+            log,
+            logging.INFO,
+            "backlog replayed",
+            messages=self._replay_sent,
+            seconds=round(took, 1),
+            per_second=round(self._replay_sent / took) if took > 0 else self._replay_sent,
+        )
+
+    def _send(self, row_id: int, topic: str, body: bytes) -> bool:
+        info = self.client.publish(topic, body, qos=self.s.qos)
+        if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
+            return False
+        self._inflight[info.mid] = row_id
+        self.published += 1
+        return True
+
+    async def detach(self) -> None:
+        """Leave the broker without touching retained state (a reload hands over to a new sink).
+
+        Whatever is not acknowledged stays in the queue; the next sink replays it."""
         if self._task is not None:
             self._task.cancel()
-        deadline = time.monotonic() + flush_timeout
+        self._stopping = True
+        self.connected = False
+        self._cycle()  # record the acknowledgements that arrived
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def adopt(self, old: MqttSink) -> None:
+        """Carry the devices' last statuses over from the sink this one replaces."""
+        self._status.update(old._status)
+        self.published, self.acked, self.replayed = old.published, old.acked, old.replayed
+
+    async def stop(self, devices: list[str]) -> None:
+        """Flush what can be flushed within `flush_timeout`, set statuses offline, disconnect."""
+        if self._task is not None:
+            self._task.cancel()
+        deadline = time.monotonic() + self.s.flush_timeout
         self._cycle()
         while self.connected and (self.queue.depth or self._inflight) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
