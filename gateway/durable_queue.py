@@ -37,6 +37,18 @@ CREATE TABLE IF NOT EXISTS sequences (
 _SYNC = {"off": "OFF", "normal": "NORMAL", "full": "FULL"}
 
 
+def _salvage_sequences(path: Path) -> list[tuple[str, int]]:
+    """The sequence numbers of a damaged queue file, if SQLite can still read that table."""
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            return [(str(n), int(v)) for n, v in db.execute("SELECT name, value FROM sequences")]
+        finally:
+            db.close()
+    except (sqlite3.Error, ValueError, TypeError):
+        return []
+
+
 class DurableQueue:
     def __init__(self, path: Path, max_bytes: int, fsync: str = "normal"):
         self.path = path
@@ -64,6 +76,7 @@ class DurableQueue:
                 p = Path(str(self.path) + suffix)
                 if p.exists():
                     p.rename(str(aside) + suffix)
+            salvaged = _salvage_sequences(Path(aside))
             event(
                 log,
                 logging.ERROR,
@@ -71,8 +84,13 @@ class DurableQueue:
                 file=str(self.path),
                 moved_to=str(aside),
                 error=str(exc),
+                sequences_salvaged=len(salvaged),
             )
             db = self._connect()
+            if salvaged:
+                # seq continues after what the damaged file had issued: a gap shows the loss,
+                # a repeated seq would hide it
+                db.executemany("INSERT OR REPLACE INTO sequences (name, value) VALUES (?, ?)", salvaged)
         for name, value in db.execute("SELECT name, value FROM sequences"):
             self._seq[name] = value
         self.depth, self.bytes = db.execute(

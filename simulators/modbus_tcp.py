@@ -7,7 +7,8 @@ value instead of its generated one.
 
 Faults, per device (set through the control API): `silent` (never answers), `exception`
 (answers with a Modbus exception code), `drop` (closes the connection), `slow` (answers after
-a delay), `garbage` (answers with bytes that are not a Modbus frame).
+a delay), `garbage` (answers with bytes that are not a Modbus frame), `partial` (sends the first
+half of each answer and then hangs, as a device that stalls mid-response).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from .values import ValueGenerator, to_raw
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
 _FC_AREA = {1: "co", 5: "co", 15: "co", 2: "di", 3: "hr", 6: "hr", 16: "hr", 22: "hr", 23: "hr", 4: "ir"}
-FAULTS = ("none", "silent", "exception", "drop", "slow", "garbage")
+FAULTS = ("none", "silent", "exception", "drop", "slow", "garbage", "partial")
 
 
 @dataclass
@@ -188,6 +189,8 @@ class ModbusTcpSimulator:
             dev = self.devices.get(data[6])
             if dev is not None and dev.fault.mode == "garbage":
                 return os.urandom(max(len(data), 9))
+            if dev is not None and dev.fault.mode == "partial":
+                return data[: len(data) // 2]
         return data
 
     async def start(self) -> None:

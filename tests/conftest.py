@@ -17,3 +17,12 @@ def broker(tmp_path: Path) -> Iterator[tuple[Proc, int]]:
     proc = start_mosquitto(tmp_path, port)
     yield proc, port
     proc.kill()
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
+    from harness import REPORT
+
+    if REPORT:
+        terminalreporter.section("delivery under faults")
+        for line in REPORT:
+            terminalreporter.write_line(line)

@@ -98,23 +98,39 @@ def mosquitto_binary() -> str:
     raise RuntimeError("mosquitto is not installed (apt-get install -y mosquitto)")
 
 
-def start_mosquitto(tmp: Path, port: int) -> Proc:
+def start_mosquitto(tmp: Path, port: int, persistent: bool = False) -> Proc:
+    """A broker on loopback. `persistent` keeps sessions and queued messages across a restart,
+    so a subscriber misses nothing while the broker is down and back."""
     conf = tmp / f"mosquitto-{port}.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    proc = Proc([mosquitto_binary(), "-c", str(conf)], tmp / f"mosquitto-{port}.log")
+    text = f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+    if persistent:
+        store = tmp / f"mosquitto-{port}-store"
+        store.mkdir(exist_ok=True)
+        text += f"persistence true\npersistence_location {store}/\nmax_queued_messages 0\n"
+    else:
+        text += "persistence false\n"
+    conf.write_text(text)
+    proc = Proc([mosquitto_binary(), "-c", str(conf)], tmp / f"mosquitto-{port}-{time.monotonic_ns()}.log")
     wait_port(port)
     return proc
 
 
 class Subscriber:
-    """Collects every message under a topic filter, in arrival order, in its own thread."""
+    """Collects every message under a topic filter, in arrival order, in its own thread.
 
-    def __init__(self, port: int, topic: str = "#"):
+    `persistent` uses a QoS 1 session that the broker keeps while this client is away (with a
+    persistent broker, also across a broker restart); the client reconnects by itself."""
+
+    def __init__(self, port: int, topic: str = "#", persistent: bool = False):
         self.messages: list[tuple[str, bytes, bool]] = []
+        self.arrived: list[float] = []
         self.lock = threading.Lock()
         self.client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"test-sub-{os.getpid()}-{port}-{time.monotonic_ns()}"
+            CallbackAPIVersion.VERSION2,
+            client_id=f"test-sub-{os.getpid()}-{port}-{time.monotonic_ns()}",
+            clean_session=not persistent,
         )
+        self.client.reconnect_delay_set(0.2, 0.5)  # type: ignore[arg-type]
         self.client.on_message = self._on_message
         self._subscribed = threading.Event()
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
@@ -127,6 +143,7 @@ class Subscriber:
     def _on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
         with self.lock:
             self.messages.append((msg.topic, msg.payload, bool(msg.retain)))
+            self.arrived.append(time.monotonic())
 
     def json(self, suffix: str) -> list[dict[str, Any]]:
         with self.lock:
@@ -151,3 +168,20 @@ def seq_report(messages: list[dict[str, Any]]) -> tuple[list[int], int]:
     missing = [s for s in range(lo, hi + 1) if s not in seen]
     dups = sum(n - 1 for n in seen.values())
     return missing, dups
+
+
+REPORT: list[str] = []  # lines printed at the end of the test run (see conftest.py)
+
+
+def in_order_after_dedup(seqs: list[int]) -> bool:
+    """True if, ignoring repeats of a seq already seen, the sequence only increases."""
+    seen: set[int] = set()
+    last = 0
+    for s in seqs:
+        if s in seen:
+            continue
+        if s < last:
+            return False
+        seen.add(s)
+        last = s
+    return True

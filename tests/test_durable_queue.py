@@ -51,3 +51,25 @@ def test_corrupt_file_is_moved_aside(tmp_path: Path):
     q.append("mqtt", "t", b"x")
     q.commit()
     assert q.depth == 1
+
+
+def test_damaged_file_keeps_its_sequence_numbers_when_they_are_readable(tmp_path: Path):
+    path = tmp_path / "q.sqlite3"
+    q = DurableQueue(path, 10**9)
+    assert q.next_seq("mqtt/a") == 1
+    for i in range(300):
+        q.next_seq("mqtt/a")
+        q.append("mqtt", "t", bytes([i % 251]) * 4000)
+    q.commit()
+    q.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    q.db.close()
+    raw = bytearray(path.read_bytes())
+    page = 4096
+    # the sequences table's root page is near the start; damage message pages in the middle
+    middle = (len(raw) // page // 2) * page
+    raw[middle : middle + 3 * page] = b"\xff" * (3 * page)
+    path.write_bytes(bytes(raw))
+    q = DurableQueue(path, 10**9)
+    assert list(tmp_path.glob("q.sqlite3.corrupt-*"))
+    assert q.depth == 0
+    assert q.next_seq("mqtt/a") == 302  # continues; never reuses a seq the damaged file had issued

@@ -192,6 +192,7 @@ def test_exception_responses_mark_only_that_device_bad(plant: Plant) -> None:
         ("silent", r"no response within 0\.5s"),
         ("drop", r"connection to .* lost|cannot connect|no response"),
         ("garbage", r"no response|protocol error|bad response|connection"),
+        ("partial", r"no response within 0\.5s"),
     ],
 )
 def test_hanging_or_dropping_device_does_not_disturb_the_others(plant: Plant, mode: str, reason: str) -> None:
