@@ -11,57 +11,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-
-from harness import EDGEGW, Proc, Subscriber, free_port, seq_report, start_mosquitto, wait_for, wait_port  # noqa: E402
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def vm(pid: int, key: str) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def write_config(
-    tmp: Path, devices: int, points: int, interval: str, mqtt_port: int, ports: list[int]
-) -> Path:
-    lines = [
-        "gateway: {id: gw-bench, data_dir: " + str(tmp / "data") + "}",
-        "models:",
-        "  bench:",
-        "    points:",
-    ]
-    for i in range(points):
-        lines.append(
-            f"      - {{id: p{i:04d}, type: int16, scale: 0.1, unit: CEL, range: [0, 400], modbus: {{address: 'hr:{i}'}}}}"
-        )
-    lines.append("devices:")
-    for d in range(devices):
-        port = ports[d % len(ports)]
-        lines.append(
-            f"  - {{id: dev-{d:04d}, model: bench, protocol: modbus-tcp, "
-            f"connection: {{host: 127.0.0.1, port: {port}, unit_id: {d // len(ports) % 247 + 1}}}, "
-            f"poll: {{interval: {interval}}}}}"
-        )
-    lines += ["northbound:", f"  mqtt: {{host: 127.0.0.1, port: {mqtt_port}}}"]
-    path = tmp / "bench.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+from plant import (
+    EDGEGW,
+    ROOT,
+    Proc,
+    Subscriber,
+    cpu_seconds,
+    free_port,
+    seconds,
+    seq_report,
+    start_mosquitto,
+    start_simulators,
+    vm,
+    wait_for,
+    write_config,
+)
 
 
 def main() -> None:
@@ -78,21 +46,8 @@ def main() -> None:
         mqtt_port = free_port()
         broker = start_mosquitto(tmp, mqtt_port)
         sim_ports = [free_port() for _ in range(args.sim_processes)]
-        cfgs = []
-        sims = []
-        # one simulator process per port: each serves its share of the devices
         full = write_config(tmp, args.devices, args.points, args.interval, mqtt_port, sim_ports)
-        for i, port in enumerate(sim_ports):
-            sub_dir = tmp / f"sim{i}"
-            sub_dir.mkdir()
-            text = full.read_text().splitlines()
-            keep = [ln for ln in text if not ln.startswith("  - {id: dev-") or f"port: {port}," in ln]
-            p = sub_dir / "sim.yaml"
-            p.write_text("\n".join(keep) + "\n")
-            cfgs.append(p)
-            sims.append(Proc([*EDGEGW, "simulate", "-c", str(p)], tmp / f"sim{i}.log"))
-        for port in sim_ports:
-            wait_port(port, 30)
+        sims = start_simulators(tmp, full, sim_ports)
         sub = Subscriber(mqtt_port, "edgegw/gw-bench/+/data")
         gw = Proc([*EDGEGW, "run", "-c", str(full)], tmp / "gw.log")
         try:
@@ -116,7 +71,7 @@ def main() -> None:
                 "scenario": name,
                 "values_per_s": round(values / (t1 - t0)),
                 "messages_per_s": round((n1 - n0) / (t1 - t0), 1),
-                "offered_values_per_s": round(args.devices * args.points / _seconds(args.interval)),
+                "offered_values_per_s": round(args.devices * args.points / seconds(args.interval)),
                 "gateway_cpu_pct": round(100 * (c1 - c0) / (t1 - t0), 1),
                 "gateway_rss_mb": round(vm(gw.pid, "VmRSS"), 1),
                 "gateway_peak_rss_mb": round(vm(gw.pid, "VmHWM"), 1),
@@ -138,12 +93,6 @@ def main() -> None:
         f"cpu {result['gateway_cpu_pct']:>5}%  rss {result['gateway_rss_mb']} MB "
         f"(peak {result['gateway_peak_rss_mb']})  seq gaps {gaps}  dups {dups}"
     )
-
-
-def _seconds(d: str) -> float:
-    from gateway.config.types import parse_duration
-
-    return parse_duration(d)
 
 
 if __name__ == "__main__":
