@@ -87,13 +87,17 @@ def main() -> None:
             c1, replay_done = cpu_seconds(gw.pid), time.monotonic()
 
             # catch-up as the subscriber sees it: every device's seq contiguous up to its latest
+            seen: dict[str, set[int]] = {}
+            parsed = 0
+
             def caught_up() -> bool:
+                nonlocal parsed
                 with sub.lock:
-                    msgs = list(sub.messages)
-                seqs: dict[str, set[int]] = {}
-                for topic, payload, _ in msgs:
-                    seqs.setdefault(topic, set()).add(json.loads(payload)["seq"])
-                return len(seqs) == args.devices and all(len(s) == max(s) for s in seqs.values())
+                    fresh = sub.messages[parsed:]
+                parsed += len(fresh)
+                for topic, payload, _ in fresh:
+                    seen.setdefault(topic, set()).add(json.loads(payload)["seq"])
+                return len(seen) == args.devices and all(len(s) == max(s) for s in seen.values())
 
             wait_for(caught_up, args.outage * 2 + 60, "the subscriber to catch up")
             caught = time.monotonic()

@@ -107,6 +107,9 @@ def start_mosquitto(tmp: Path, port: int, persistent: bool = False) -> Proc:
         store = tmp / f"mosquitto-{port}-store"
         store.mkdir(exist_ok=True)
         text += f"persistence true\npersistence_location {store}/\nmax_queued_messages 0\n"
+        if os.geteuid() == 0:
+            # as root, mosquitto drops to user "mosquitto", which cannot write the test's store
+            text += "user root\n"
     else:
         text += "persistence false\n"
     conf.write_text(text)

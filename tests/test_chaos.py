@@ -89,6 +89,10 @@ northbound:
     def gateway_log(self) -> str:
         return "".join(p.output() for p in self.gws)
 
+    def replays(self) -> int:
+        """How many backlog replays the gateway has finished (the first connect may make one)."""
+        return self.gateway_log().count("backlog replayed")
+
     def restart_broker(self) -> None:
         self.broker = start_mosquitto(self.tmp, self.mqtt_port, persistent=True)
 
@@ -148,6 +152,7 @@ def line(tmp_path: Path) -> Iterator[Line]:
 def test_broker_down_20s_then_back_loses_nothing_and_replays_beside_live_data(line: Line) -> None:
     line.wait_flowing()
     before = {d: line.top(d) for d in DEVICES}
+    replays = line.replays()
     assert line.broker.stop() == 0
     down_at = time.time() * 1000
     time.sleep(20)
@@ -163,7 +168,7 @@ def test_broker_down_20s_then_back_loses_nothing_and_replays_beside_live_data(li
         return None
 
     connected_at = wait_for(birth, 15, "birth after reconnect")
-    wait_for(lambda: "backlog replayed" in line.gateway_log(), 30, "the backlog replayed")
+    wait_for(lambda: line.replays() > replays, 30, "the backlog replayed")
     line.wait_flowing(at_least=1)
     time.sleep(1)
     assert line.gw.stop() == 0
@@ -232,11 +237,14 @@ def test_ordered_replay_delivers_each_device_in_seq_order(tmp_path: Path) -> Non
     ln = Line(tmp_path, replay="ordered", replay_rate=200)
     try:
         ln.wait_flowing()
+        before = {d: ln.top(d) for d in DEVICES}
+        replays = ln.replays()
         assert ln.broker.stop() == 0
         time.sleep(4)
         ln.restart_broker()
-        wait_for(lambda: "backlog replayed" in ln.gateway_log(), 30, "the backlog replayed")
-        ln.wait_flowing(at_least=1)
+        wait_for(lambda: ln.replays() > replays, 30, "the backlog replayed")
+        # the 4 s backlog (20 polls per device) and live data after it have arrived
+        wait_for(lambda: all(ln.top(d) > before[d] + 25 for d in DEVICES), 15, "backlog and live data")
         assert ln.gw.stop() == 0
         ln.check_no_gap("broker stopped 4 s, ordered replay")
         for d in DEVICES:
