@@ -28,9 +28,9 @@ from plant import (
     Proc,
     Subscriber,
     cpu_seconds,
+    delivery,
     free_port,
     seconds,
-    seq_report,
     start_mosquitto,
     start_simulators,
     vm,
@@ -111,16 +111,7 @@ def main() -> None:
             broker.kill()
         log = gw.output()
         replay = re.findall(r"backlog replayed\S* messages=(\d+) seconds=([\d.]+) per_second=(\d+)", log)
-        with sub.lock:
-            msgs = list(sub.messages)
-        by_device: dict[str, list[dict]] = {}
-        values = 0
-        for topic, payload, _ in msgs:
-            m = json.loads(payload)
-            by_device.setdefault(topic, []).append(m)
-            values += len(m["points"])
-        gaps = sum(len(seq_report(m)[0]) for m in by_device.values())
-        dups = sum(seq_report(m)[1] for m in by_device.values())
+        gaps, dups = delivery(sub)
         backlog_msgs, replay_s, replay_rate = (int(replay[-1][0]), float(replay[-1][1]), int(replay[-1][2]))
         result = {
             "scenario": name,

@@ -78,6 +78,19 @@ def start_simulators(tmp: Path, full: Path, sim_ports: list[int]) -> list[Proc]:
     return sims
 
 
+def delivery(sub: Subscriber) -> tuple[int, int]:
+    """(seq gaps, duplicates) over every device's data messages the subscriber received."""
+    import json
+
+    with sub.lock:
+        msgs = list(sub.messages)
+    by_device: dict[str, list[dict]] = {}
+    for topic, payload, _ in msgs:
+        by_device.setdefault(topic, []).append(json.loads(payload))
+    reports = [seq_report(m) for m in by_device.values()]
+    return sum(len(missing) for missing, _ in reports), sum(d for _, d in reports)
+
+
 def seconds(d: str) -> float:
     from gateway.config.types import parse_duration
 
@@ -90,6 +103,7 @@ __all__ = [
     "Proc",
     "Subscriber",
     "cpu_seconds",
+    "delivery",
     "free_port",
     "seconds",
     "seq_report",

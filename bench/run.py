@@ -21,9 +21,9 @@ from plant import (
     Proc,
     Subscriber,
     cpu_seconds,
+    delivery,
     free_port,
     seconds,
-    seq_report,
     start_mosquitto,
     start_simulators,
     vm,
@@ -60,13 +60,8 @@ def main() -> None:
             c1, t1 = cpu_seconds(gw.pid), time.monotonic()
             with sub.lock:
                 window = sub.messages[n0:n1]
-                everything = list(sub.messages)
             values = sum(len(json.loads(p)["points"]) for _, p, _ in window)
-            by_device: dict[str, list[dict]] = {}
-            for topic, payload, _ in everything:
-                by_device.setdefault(topic.split("/")[2], []).append(json.loads(payload))
-            gaps = sum(len(seq_report(m)[0]) for m in by_device.values())
-            dups = sum(seq_report(m)[1] for m in by_device.values())
+            gaps, dups = delivery(sub)
             result = {
                 "scenario": name,
                 "values_per_s": round(values / (t1 - t0)),
