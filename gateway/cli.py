@@ -129,15 +129,35 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     import logging
+    from pathlib import Path
 
     from simulators import runner
 
     from . import logs
 
-    loaded = _load(args.config)
     logs.setup("info")
     logging.getLogger("edgegw.simulate").setLevel(logging.INFO)
-    return asyncio.run(runner.run(loaded, args.bind, args.control, args.period))
+    templates = Path(args.templates) if args.templates else None
+    if args.idnode:
+        if args.port is None:
+            print("edgegw: --idnode needs --port", file=sys.stderr)
+            return 2
+        user, _, password = args.user.partition(":")
+        args.prefix = args.prefix or ["88.118.8"]
+        spec = runner.IdNodeSpec(
+            args.bind,
+            args.port,
+            {user: (password, tuple(args.prefix))},
+            templates or runner.DEFAULT_TEMPLATES,
+        )
+        loaded = _load(args.config) if args.config else None
+        return asyncio.run(runner.run(loaded, args.bind, args.control, args.period, spec))
+    if not args.config:
+        print("edgegw: simulate needs -c FILE (or --idnode --port N)", file=sys.stderr)
+        return 2
+    loaded = _load(args.config)
+    spec = runner.idnode_from_config(loaded, templates, args.bind)
+    return asyncio.run(runner.run(loaded, args.bind, args.control, args.period, spec))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -168,11 +188,18 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("schema", help="print the config's JSON Schema")
     s.set_defaults(func=cmd_schema)
 
-    m = sub.add_parser("simulate", help="simulate every device of a config")
-    m.add_argument("-c", "--config", required=True)
+    m = sub.add_parser("simulate", help="simulate every device of a config, and its secondary node")
+    m.add_argument("-c", "--config")
     m.add_argument("--bind", default="127.0.0.1", help="address the simulators listen on")
     m.add_argument("--control", metavar="HOST:PORT", help="serve the fault-injection API here")
     m.add_argument("--period", type=float, default=60.0, help="seconds per value cycle")
+    m.add_argument("--idnode", action="store_true", help="serve a secondary-node simulator on --port")
+    m.add_argument("--port", type=int, help="port of the secondary-node simulator (with --idnode)")
+    m.add_argument("--prefix", action="append", default=None, help="enterprise prefix it serves (repeatable)")
+    m.add_argument("--user", default="edgegw:edgegw", help="USER:PASSWORD allowed to log in")
+    m.add_argument(
+        "--templates", help="YAML file of templates to seed (default configs/identifier/templates.yaml)"
+    )
     m.set_defaults(func=cmd_simulate)
     return p
 

@@ -5,8 +5,13 @@ commit interval and written in one transaction together with the per-device sequ
 so after a crash `seq` continues exactly after the last committed message: no gap, no reuse.
 A message leaves the queue only when its consumer acknowledges it (for MQTT: the PUBACK).
 
-Policy when full (`max_bytes`): the oldest messages are dropped, counted and logged, never
-silently. A file that SQLite cannot read is moved aside and a fresh one is started, so a
+Several streams share the file: `mqtt` (data messages) and `identifier` (registrations).
+Policy when full (`max_bytes`): the oldest messages of the droppable streams (`mqtt`) are
+dropped, counted and logged, never silently; identifier registrations are never dropped.
+A message that is settled can leave an outcome row (registered, failed with the reason, …),
+so that what happened to it can be shown later; failures are kept, successes are trimmed to
+the most recent. A small key/value table keeps state that must change atomically with the
+appends (e.g. the last value a rule fired on). A file that SQLite cannot read is moved aside and a fresh one is started, so a
 damaged disk cache never stops the gateway from starting.
 """
 
@@ -33,7 +38,21 @@ CREATE TABLE IF NOT EXISTS sequences (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS outcomes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    stream TEXT NOT NULL,
+    key TEXT NOT NULL,
+    state TEXT NOT NULL,
+    message TEXT,
+    ts INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outcomes_by_key ON outcomes (stream, key);
+CREATE TABLE IF NOT EXISTS state (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
+KEEP_OUTCOMES = 10_000  # successful outcomes kept per stream; failures are kept until cleared
 _SYNC = {"off": "OFF", "normal": "NORMAL", "full": "FULL"}
 
 
@@ -50,18 +69,39 @@ def _salvage_sequences(path: Path) -> list[tuple[str, int]]:
 
 
 class DurableQueue:
-    def __init__(self, path: Path, max_bytes: int, fsync: str = "normal"):
+    def __init__(
+        self,
+        path: Path,
+        max_bytes: int,
+        fsync: str = "normal",
+        droppable: frozenset[str] = frozenset({"mqtt"}),
+    ):
         self.path = path
         self.max_bytes = max_bytes
         self.fsync = fsync
+        self.droppable = droppable
         self._pending: list[tuple[str, str, bytes]] = []
         self._acked: list[int] = []
+        self._outcomes: list[tuple[str, str, str, str | None, int]] = []
         self._seq: dict[str, int] = {}
         self._seq_dirty: set[str] = set()
-        self.bytes = 0
-        self.depth = 0
+        self._state: dict[str, str] = {}
+        self._state_dirty: set[str] = set()
+        self.depths: dict[str, int] = {}
+        self.sizes: dict[str, int] = {}
         self.dropped = 0
         self.db = self._open()
+
+    @property
+    def depth(self) -> int:
+        return sum(self.depths.values())
+
+    @property
+    def bytes(self) -> int:
+        return sum(self.sizes.values())
+
+    def depth_of(self, stream: str) -> int:
+        return self.depths.get(stream, 0)
 
     def _open(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,9 +133,12 @@ class DurableQueue:
                 db.executemany("INSERT OR REPLACE INTO sequences (name, value) VALUES (?, ?)", salvaged)
         for name, value in db.execute("SELECT name, value FROM sequences"):
             self._seq[name] = value
-        self.depth, self.bytes = db.execute(
-            "SELECT count(*), coalesce(sum(length(body)), 0) FROM messages"
-        ).fetchone()
+        for name, value in db.execute("SELECT name, value FROM state"):
+            self._state[name] = value
+        for stream, n, size in db.execute(
+            "SELECT stream, count(*), coalesce(sum(length(body)), 0) FROM messages GROUP BY stream"
+        ):
+            self.depths[stream], self.sizes[stream] = n, size
         return db
 
     def _connect(self) -> sqlite3.Connection:
@@ -125,60 +168,122 @@ class DurableQueue:
     def ack(self, ids: Iterable[int]) -> None:
         self._acked.extend(ids)
 
+    def settle(self, row_id: int, stream: str, key: str, state: str, message: str | None = None) -> None:
+        """Remove a message and record what became of it (committed together)."""
+        self._acked.append(row_id)
+        self._outcomes.append((stream, key, state, message, time.time_ns() // 1_000_000))
+
+    def get_state(self, name: str) -> str | None:
+        return self._state.get(name)
+
+    def put_state(self, name: str, value: str) -> None:
+        self._state[name] = value
+        self._state_dirty.add(name)
+
     @property
     def dirty(self) -> bool:
-        return bool(self._pending or self._acked or self._seq_dirty)
+        return bool(self._pending or self._acked or self._seq_dirty or self._state_dirty or self._outcomes)
 
     def commit(self) -> None:
-        """Write buffered appends, sequence numbers and acknowledgements in one transaction."""
+        """Write appends, sequence numbers, state, acknowledgements and outcomes in one transaction."""
         if not self.dirty:
             return
         pending, self._pending = self._pending, []
         acked, self._acked = self._acked, []
+        outcomes, self._outcomes = self._outcomes, []
         dirty, self._seq_dirty = self._seq_dirty, set()
+        state_dirty, self._state_dirty = self._state_dirty, set()
         db = self.db
         db.execute("BEGIN")
         try:
             if acked:
                 marks = ",".join("?" * len(acked))
-                removed = db.execute(
-                    f"SELECT count(*), coalesce(sum(length(body)), 0) FROM messages WHERE id IN ({marks})",
+                for stream, n, size in db.execute(
+                    "SELECT stream, count(*), coalesce(sum(length(body)), 0) FROM messages "
+                    f"WHERE id IN ({marks}) GROUP BY stream",
                     acked,
-                ).fetchone()
+                ).fetchall():
+                    self.depths[stream] -= n
+                    self.sizes[stream] -= size
                 db.executemany("DELETE FROM messages WHERE id = ?", [(i,) for i in acked])
-                self.depth -= removed[0]
-                self.bytes -= removed[1]
             if pending:
                 db.executemany("INSERT INTO messages (stream, key, body) VALUES (?, ?, ?)", pending)
-                self.depth += len(pending)
-                self.bytes += sum(len(b) for _, _, b in pending)
+                for stream, _, body in pending:
+                    self.depths[stream] = self.depths.get(stream, 0) + 1
+                    self.sizes[stream] = self.sizes.get(stream, 0) + len(body)
             if dirty:
                 db.executemany(
                     "INSERT INTO sequences (name, value) VALUES (?, ?) "
                     "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
                     [(n, self._seq[n]) for n in dirty],
                 )
-            if self.bytes > self.max_bytes:
+            if state_dirty:
+                db.executemany(
+                    "INSERT INTO state (name, value) VALUES (?, ?) "
+                    "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                    [(n, self._state[n]) for n in state_dirty],
+                )
+            if outcomes:
+                db.executemany(
+                    "INSERT INTO outcomes (stream, key, state, message, ts) VALUES (?, ?, ?, ?, ?)", outcomes
+                )
+                for stream in {o[0] for o in outcomes}:
+                    db.execute(
+                        "DELETE FROM outcomes WHERE stream = ? AND state != 'failed' AND id <= "
+                        "(SELECT max(id) FROM outcomes) - ?",
+                        (stream, KEEP_OUTCOMES),
+                    )
+            if sum(self.sizes.get(s, 0) for s in self.droppable) > self.max_bytes:
                 self._drop_oldest(db)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
 
+    def outcomes(
+        self, stream: str, state: str | None = None, key: str | None = None, limit: int = 100
+    ) -> list[tuple[str, str, str | None, int]]:
+        """Recent outcomes, newest first: (key, state, message, ts)."""
+        sql = "SELECT key, state, message, ts FROM outcomes WHERE stream = ?"
+        args: list[object] = [stream]
+        if state is not None:
+            sql += " AND state = ?"
+            args.append(state)
+        if key is not None:
+            sql += " AND key = ?"
+            args.append(key)
+        sql += " ORDER BY id DESC LIMIT ?"
+        args.append(limit)
+        return self.db.execute(sql, args).fetchall()
+
+    def outcome_counts(self, stream: str) -> dict[str, int]:
+        rows = self.db.execute(
+            "SELECT state, count(*) FROM outcomes WHERE stream = ? GROUP BY state", (stream,)
+        )
+        return {state: n for state, n in rows}
+
     def _drop_oldest(self, db: sqlite3.Connection) -> None:
-        excess = self.bytes - self.max_bytes
+        excess = sum(self.sizes.get(s, 0) for s in self.droppable) - self.max_bytes
         dropped = freed = 0
-        last_id = None
-        for row_id, size in db.execute("SELECT id, length(body) FROM messages ORDER BY id"):
+        doomed: list[int] = []
+        by_stream: dict[str, list[int]] = {}
+        marks = ",".join("?" * len(self.droppable))
+        for row_id, stream, size in db.execute(
+            f"SELECT id, stream, length(body) FROM messages WHERE stream IN ({marks}) ORDER BY id",
+            sorted(self.droppable),
+        ):
             if freed >= excess:
                 break
             freed += size
             dropped += 1
-            last_id = row_id
-        if last_id is not None:
-            db.execute("DELETE FROM messages WHERE id <= ?", (last_id,))
-        self.depth -= dropped
-        self.bytes -= freed
+            doomed.append(row_id)
+            by_stream.setdefault(stream, [0, 0])
+            by_stream[stream][0] += 1
+            by_stream[stream][1] += size
+        db.executemany("DELETE FROM messages WHERE id = ?", [(i,) for i in doomed])
+        for stream, (n, size) in by_stream.items():
+            self.depths[stream] -= n
+            self.sizes[stream] -= size
         self.dropped += dropped
         event(
             log,

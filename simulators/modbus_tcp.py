@@ -105,6 +105,15 @@ class SimulatedDevice:
                     continue
                 registers[r.offset : r.offset + len(words)] = words
 
+    def hold(self, point_id: str, value: object) -> bool:
+        """Hold a point at an engineering value (None: follow the generator again)."""
+        for p in self.points:
+            if p.entry.id == point_id:
+                p.held = value
+                self._refreshed.clear()
+                return True
+        return False
+
     def hold_written(self, area: str, address: int, count: int, values: list[Any]) -> None:
         """Keep what a client wrote: those points stop following their generator."""
         for p in self.points:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field
 
@@ -23,6 +26,10 @@ class FaultBody(BaseModel):
     mode: str = Field(description=" | ".join(FAULTS))
     code: int = Field(4, ge=1, le=255, description="exception code for mode: exception")
     delay: float = Field(2.0, ge=0, le=3600, description="seconds, for mode: slow")
+
+
+class HoldBody(BaseModel):
+    value: bool | int | float | str = Field(description="engineering value the point holds")
 
 
 def build_simulators(loaded: LoadedConfig, bind: str, period: float = 60.0) -> list[ModbusTcpSimulator]:
@@ -73,6 +80,20 @@ def control_app(sims: list[ModbusTcpSimulator]) -> Any:
         log.info("fault device=%s mode=%s", device_id, body.mode)
         return {"device": device_id, "fault": body.mode}
 
+    @app.put("/devices/{device_id}/points/{point_id}")
+    def hold(device_id: str, point_id: str, body: HoldBody) -> dict[str, Any]:
+        _, d = get(device_id)
+        if not d.hold(point_id, body.value):
+            raise HTTPException(404, f"device '{device_id}' has no point '{point_id}'")
+        return {"device": device_id, "point": point_id, "value": body.value}
+
+    @app.delete("/devices/{device_id}/points/{point_id}")
+    def release(device_id: str, point_id: str) -> dict[str, Any]:
+        _, d = get(device_id)
+        if not d.hold(point_id, None):
+            raise HTTPException(404, f"device '{device_id}' has no point '{point_id}'")
+        return {"device": device_id, "point": point_id, "value": None}
+
     @app.delete("/devices/{device_id}/fault")
     def clear_fault(device_id: str) -> dict[str, Any]:
         _, d = get(device_id)
@@ -82,43 +103,96 @@ def control_app(sims: list[ModbusTcpSimulator]) -> Any:
     return app
 
 
-async def run(loaded: LoadedConfig, bind: str, control: str | None, period: float) -> int:
-    sims = build_simulators(loaded, bind, period)
-    if not sims:
-        log.error("the config has no modbus-tcp device to simulate")
+@dataclass
+class IdNodeSpec:
+    host: str
+    port: int
+    users: dict[str, tuple[str, tuple[str, ...]]]
+    templates: Path
+    token_ttl: float = 24 * 3600.0
+
+
+DEFAULT_TEMPLATES = Path(__file__).resolve().parent.parent / "configs" / "identifier" / "templates.yaml"
+
+
+def idnode_from_config(loaded: LoadedConfig, templates: Path | None, bind: str) -> IdNodeSpec | None:
+    ident = loaded.config.identifier
+    if ident is None:
+        return None
+    node = ident.node
+    url = urlsplit(node.url)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    password = node.password.get_secret_value() if node.password else ""
+    user = node.username or "edgegw"
+    return IdNodeSpec(bind, port, {user: (password, (node.prefix,))}, templates or DEFAULT_TEMPLATES)
+
+
+async def _serve_http(app: Any, host: str, port: int) -> tuple[Any, asyncio.Task[None]]:
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    for _ in range(200):
+        if server.started:
+            return server, task
+        if task.done():
+            raise OSError(f"cannot listen on {host}:{port}")
+        await asyncio.sleep(0.02)
+    raise OSError(f"cannot listen on {host}:{port}")
+
+
+async def run(
+    loaded: LoadedConfig | None,
+    bind: str,
+    control: str | None,
+    period: float,
+    idnode: IdNodeSpec | None = None,
+) -> int:
+    from . import idnode as idnode_sim
+
+    sims = build_simulators(loaded, bind, period) if loaded is not None else []
+    if not sims and idnode is None:
+        log.error("the config has no modbus-tcp device or identifier node to simulate")
         return 2
-    for s in sims:
-        try:
+    servers: list[tuple[Any, asyncio.Task[None]]] = []
+    try:
+        for s in sims:
             await s.start()
-        except OSError as exc:
-            log.error("cannot listen on %s:%d: %s", bind, s.port, exc)
-            return 1
-        for d in s.devices.values():
+            for d in s.devices.values():
+                print(
+                    f"simulating {d.id}: modbus-tcp {bind}:{s.port} unit {d.unit_id}, {len(d.points)} points",
+                    flush=True,
+                )
+        if idnode is not None:
+            prefixes = tuple(sorted({p for _, ps in idnode.users.values() for p in ps}))
+            app = idnode_sim.build(
+                idnode.users,
+                idnode_sim.load_templates(idnode.templates, prefixes),
+                token_ttl=idnode.token_ttl,
+            )
+            servers.append(await _serve_http(app, idnode.host, idnode.port))
             print(
-                f"simulating {d.id}: modbus-tcp {bind}:{s.port} unit {d.unit_id}, {len(d.points)} points",
+                f"simulating the secondary node: snms and handle APIs on http://{idnode.host}:{idnode.port}"
+                f" (prefixes {', '.join(prefixes)})",
                 flush=True,
             )
-    server = None
-    control_task: asyncio.Task[None] | None = None
-    if control:
-        import uvicorn
-
-        host, _, port = control.rpartition(":")
-        cfg = uvicorn.Config(control_app(sims), host=host or "127.0.0.1", port=int(port), log_level="warning")
-        server = uvicorn.Server(cfg)
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-        control_task = asyncio.create_task(server.serve())
-        print(f"control API on http://{host or '127.0.0.1'}:{port}", flush=True)
+        if control:
+            host, _, port = control.rpartition(":")
+            servers.append(await _serve_http(control_app(sims), host or "127.0.0.1", int(port)))
+            print(f"control API on http://{host or '127.0.0.1'}:{port}", flush=True)
+    except OSError as exc:
+        log.error("%s", exc)
+        return 1
     print("simulators ready", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    if server is not None:
+    for server, task in servers:
         server.should_exit = True
-        if control_task is not None:
-            await asyncio.wait([control_task], timeout=2)
+        await asyncio.wait([task], timeout=2)
     for s in sims:
         await s.stop()
     return 0

@@ -169,7 +169,9 @@ class MqttSink:
 
     def _on_connect_fail(self, _c: Any, _u: Any) -> None:
         self._next_reconnect_delay()
-        self._broker_warning("cannot reach the broker; buffering on disk, retrying", queued=self.queue.depth)
+        self._broker_warning(
+            "cannot reach the broker; buffering on disk, retrying", queued=self.queue.depth_of(STREAM)
+        )
 
     def _next_reconnect_delay(self) -> None:
         # paho waits min_delay before its next attempt: set it to this attempt's jittered delay
@@ -393,7 +395,9 @@ class MqttSink:
             self._task.cancel()
         deadline = time.monotonic() + self.s.flush_timeout
         self._cycle()
-        while self.connected and (self.queue.depth or self._inflight) and time.monotonic() < deadline:
+        while (
+            self.connected and (self.queue.depth_of(STREAM) or self._inflight) and time.monotonic() < deadline
+        ):
             await asyncio.sleep(0.02)
             self._cycle()
         for device in devices:
@@ -408,6 +412,6 @@ class MqttSink:
         self._stopping = True
         self.client.disconnect()
         self.client.loop_stop()
-        remaining = self.queue.depth
+        remaining = self.queue.depth_of(STREAM)
         if remaining:
             event(log, logging.INFO, "messages kept in the queue for the next start", count=remaining)

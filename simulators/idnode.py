@@ -1,0 +1,486 @@
+"""A secondary resolution node simulator (DESIGN.md section 6), FastAPI over one SQLite store.
+
+It serves the `snms` routes (JSON envelope {status, message, data}, HTTP 200 for business
+outcomes, Bearer tokens that expire) and the Handle.Net REST routes (`/api/handles/{handle}`,
+responseCode, HTTP Basic) over the same identifiers, and enforces the node's rules: the
+template named by `templateVersion` must exist for the prefix, every value's index/type must be
+one of its items, required items present, lengths within minLength..maxLength, indexes
+1000-1999 reserved, format `string`, at most 2000 items per batch.
+
+Faults for tests (`PUT /admin/faults`): `latency` seconds per request, `error_rate` (HTTP 500,
+nothing applied), `timeout_rate` (HTTP 504 *after* the change was applied, as real nodes do);
+`POST /admin/expire-tokens` expires every token. `GET /admin/stats` counts registrations and
+resolutions per prefix, as the provincial statistics do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import random
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from identifier.syntax import IdentifierError, parse
+from identifier.templates import Template, Value, value_problems
+
+BATCH_MAX = 2000
+
+
+@dataclass
+class Faults:
+    latency: float = 0.0
+    error_rate: float = 0.0
+    timeout_rate: float = 0.0
+
+
+@dataclass
+class NodeState:
+    users: dict[str, tuple[str, tuple[str, ...]]]  # username -> (password, prefixes)
+    token_ttl: float = 24 * 3600.0
+    tokens: dict[str, tuple[str, float]] = field(default_factory=dict)  # token -> (user, expires)
+    faults: Faults = field(default_factory=Faults)
+    rng: random.Random = field(default_factory=lambda: random.Random(7))
+
+
+class Store:
+    def __init__(self, path: str = ":memory:"):
+        self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS handles (
+                key TEXT PRIMARY KEY, handle TEXT NOT NULL, prefix TEXT NOT NULL,
+                template TEXT, value TEXT NOT NULL, created INTEGER NOT NULL, updated INTEGER NOT NULL);
+            CREATE TABLE IF NOT EXISTS templates (
+                prefix TEXT NOT NULL, version TEXT NOT NULL, body TEXT NOT NULL,
+                PRIMARY KEY (prefix, version));
+            CREATE TABLE IF NOT EXISTS stats (
+                prefix TEXT NOT NULL, what TEXT NOT NULL, n INTEGER NOT NULL,
+                PRIMARY KEY (prefix, what));
+            """
+        )
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def template(self, prefix: str, version: str) -> Template | None:
+        row = self.db.execute(
+            "SELECT body FROM templates WHERE prefix = ? AND version = ?", (prefix, version)
+        ).fetchone()
+        return Template.from_api(json.loads(row[0])) if row else None
+
+    def put_template(self, t: Template) -> None:
+        self.db.execute(
+            "INSERT OR REPLACE INTO templates (prefix, version, body) VALUES (?, ?, ?)",
+            (t.prefix, t.version, json.dumps(t.to_api())),
+        )
+
+    def get(self, handle: str) -> tuple[str, str | None, list[dict[str, Any]]] | None:
+        row = self.db.execute(
+            "SELECT handle, template, value FROM handles WHERE key = ?", (handle.lower(),)
+        ).fetchone()
+        return (row[0], row[1], json.loads(row[2])) if row else None
+
+    def count(self, prefix: str, what: str, n: int = 1) -> None:
+        self.db.execute(
+            "INSERT INTO stats (prefix, what, n) VALUES (?, ?, ?) "
+            "ON CONFLICT(prefix, what) DO UPDATE SET n = n + excluded.n",
+            (prefix, what, n),
+        )
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for prefix, what, n in self.db.execute("SELECT prefix, what, n FROM stats"):
+            out.setdefault(prefix, {})[what] = n
+        for prefix, n in self.db.execute("SELECT prefix, count(*) FROM handles GROUP BY prefix"):
+            out.setdefault(prefix, {})["handles"] = n
+        return out
+
+
+def _ok(data: Any = None) -> dict[str, Any]:
+    return {"status": 1, "message": "success", "data": data}
+
+
+def _fail(status: int, message: str) -> dict[str, Any]:
+    return {"status": status, "message": message, "data": None}
+
+
+def _values(raw: Any) -> tuple[list[Value] | None, str | None]:
+    if not isinstance(raw, list):
+        return None, "value must be a list"
+    out = []
+    for v in raw:
+        if not isinstance(v, dict) or "index" not in v or "type" not in v:
+            return None, "each value needs index, type and data"
+        data = v.get("data")
+        if (
+            not isinstance(data, dict)
+            or data.get("format") != "string"
+            or not isinstance(data.get("value"), str)
+        ):
+            return None, f"value index {v.get('index')}: data.format must be 'string' with a string value"
+        try:
+            out.append(Value(int(v["index"]), str(v["type"]), data["value"]))
+        except (TypeError, ValueError):
+            return None, f"value index {v.get('index')!r} is not a number"
+    return out, None
+
+
+def create_app(state: NodeState, store: Store) -> Any:
+    app = FastAPI(title="edgegw secondary-node simulator")
+    lock = asyncio.Lock()  # one writer at a time keeps batches atomic on the one connection
+
+    async def body_of(request: Request) -> Any:
+        try:
+            return await request.json()
+        except ValueError:
+            return None
+
+    def user_of(request: Request) -> str | None:
+        auth = request.headers.get("authorization", "")
+        if not auth.startswith("Bearer "):
+            return None
+        entry = state.tokens.get(auth[7:])
+        if entry is None or entry[1] < time.monotonic():
+            return None
+        return entry[0]
+
+    async def faulted() -> tuple[bool, bool]:
+        """(fail now with 500, answer 504 after applying)."""
+        f = state.faults
+        if f.latency:
+            await asyncio.sleep(f.latency)
+        return state.rng.random() < f.error_rate, state.rng.random() < f.timeout_rate
+
+    def check(
+        user: str, handle: Any, template: Any, raw_values: Any, must_template: bool = True
+    ) -> tuple[str | None, list[Value]]:
+        """Every node rule for one registration; returns (problem, values)."""
+        if not isinstance(handle, str):
+            return "handle is required", []
+        try:
+            ident = parse(handle)
+        except IdentifierError as exc:
+            return f"invalid handle: {exc}", []
+        if ident.prefix not in state.users[user][1]:
+            return f"no permission for prefix {ident.prefix}", []
+        values, problem = _values(raw_values)
+        if problem or values is None:
+            return problem, []
+        problems = value_problems(values)
+        if must_template:
+            t = store.template(ident.prefix, str(template)) if template is not None else None
+            if t is None:
+                return f"template {template} does not exist for prefix {ident.prefix}", values
+            problems += t.problems(values)
+        return ("; ".join(problems) if problems else None), values
+
+    def write(handle: str, template: Any, raw_values: list[Any], update: bool) -> None:
+        now = time.time_ns() // 1_000_000
+        ident = parse(handle)
+        if update:
+            store.db.execute(
+                "UPDATE handles SET template = ?, value = ?, updated = ? WHERE key = ?",
+                (template, json.dumps(raw_values), now, ident.key),
+            )
+        else:
+            store.db.execute(
+                "INSERT INTO handles (key, handle, prefix, template, value, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (ident.key, handle, ident.prefix, template, json.dumps(raw_values), now, now),
+            )
+
+    # ---- snms ----
+
+    @app.post("/identity/token")
+    async def token(request: Request) -> Any:
+        body = await body_of(request) or {}
+        user = body.get("username") if isinstance(body, dict) else None
+        if user not in state.users or state.users[user][0] != body.get("password"):
+            return _fail(-2, "wrong username or password")
+        tok = secrets.token_hex(16)
+        state.tokens[tok] = (user, time.monotonic() + state.token_ttl)
+        return _ok({"token": tok})
+
+    @app.get("/identityv2/data/detail")
+    async def detail(request: Request, handle: str = "") -> Any:
+        user = user_of(request)
+        if user is None:
+            return _fail(-1, "not logged in or the token has expired")
+        fail, _ = await faulted()
+        if fail:
+            return JSONResponse({"status": -4, "message": "internal error"}, status_code=500)
+        try:
+            ident = parse(handle)
+        except IdentifierError as exc:
+            return _fail(-2, f"invalid handle: {exc}")
+        rec = store.get(handle)
+        store.count(ident.prefix, "resolutions")
+        if rec is None:
+            return _fail(-2, f"handle {handle} does not exist")
+        return _ok({"prefix": ident.prefix, "handle": rec[0], "templateVersion": rec[1], "value": rec[2]})
+
+    async def single(request: Request, update: bool) -> Any:
+        user = user_of(request)
+        if user is None:
+            return _fail(-1, "not logged in or the token has expired")
+        fail, late_504 = await faulted()
+        if fail:
+            return JSONResponse({"status": -4, "message": "internal error"}, status_code=500)
+        body = await body_of(request)
+        if not isinstance(body, dict):
+            return _fail(-2, "the body must be a JSON object")
+        async with lock:
+            problem, _ = check(user, body.get("handle"), body.get("templateVersion"), body.get("value"))
+            if problem:
+                return _fail(-2, problem)
+            handle = body["handle"]
+            exists = store.get(handle) is not None
+            if exists and not update:
+                return _fail(-2, f"handle {handle} already exists")
+            if not exists and update:
+                return _fail(-2, f"handle {handle} does not exist")
+            write(handle, body.get("templateVersion"), body["value"], update)
+            store.count(parse(handle).prefix, "updates" if update else "registrations")
+        if late_504:
+            return JSONResponse({"message": "gateway timeout"}, status_code=504)
+        return _ok(True)
+
+    @app.post("/identityv2/data")
+    async def register(request: Request) -> Any:
+        return await single(request, update=False)
+
+    @app.put("/identityv2/data")
+    async def update(request: Request) -> Any:
+        return await single(request, update=True)
+
+    async def batch(request: Request, update: bool) -> Any:
+        user = user_of(request)
+        if user is None:
+            return _fail(-1, "not logged in or the token has expired")
+        fail, late_504 = await faulted()
+        if fail:
+            return JSONResponse({"status": -4, "message": "internal error"}, status_code=500)
+        body = await body_of(request)
+        if not isinstance(body, list):
+            return _fail(-2, "the body must be a JSON list")
+        if len(body) > BATCH_MAX:
+            return _fail(-2, f"at most {BATCH_MAX} identifiers per batch, got {len(body)}")
+        results = []
+        async with lock:
+            with store.transaction():
+                for item in body:
+                    item = item if isinstance(item, dict) else {}
+                    handle = item.get("handle")
+                    problem, _ = check(user, handle, item.get("templateVersion"), item.get("value"))
+                    if problem is None:
+                        exists = store.get(handle) is not None
+                        if exists and not update:
+                            problem = f"handle {handle} already exists"
+                        elif not exists and update:
+                            problem = f"handle {handle} does not exist"
+                    if problem:
+                        results.append({"handle": handle, "msg": problem})
+                        continue
+                    write(handle, item.get("templateVersion"), item["value"], update)
+                    store.count(parse(handle).prefix, "updates" if update else "registrations")
+                    results.append({"handle": handle, "msg": "success"})
+        if late_504:
+            return JSONResponse({"message": "gateway timeout"}, status_code=504)
+        return _ok(results)
+
+    @app.post("/identityv2/data/batchCreate")
+    async def batch_create(request: Request) -> Any:
+        return await batch(request, update=False)
+
+    @app.put("/identityv2/data/batchUpdate")
+    async def batch_update(request: Request) -> Any:
+        return await batch(request, update=True)
+
+    @app.delete("/identityv2/data")
+    async def delete(request: Request) -> Any:
+        user = user_of(request)
+        if user is None:
+            return _fail(-1, "not logged in or the token has expired")
+        body = await body_of(request)
+        handle = body.get("handle") if isinstance(body, dict) else None
+        try:
+            ident = parse(str(handle))
+        except IdentifierError as exc:
+            return _fail(-2, f"invalid handle: {exc}")
+        if ident.prefix not in state.users[user][1]:
+            return _fail(-3, f"no permission for prefix {ident.prefix}")
+        async with lock:
+            if store.get(str(handle)) is None:
+                return _fail(-2, f"handle {handle} does not exist")
+            store.db.execute("DELETE FROM handles WHERE key = ?", (ident.key,))
+        return _ok(True)
+
+    @app.get("/snms/api/v5/template")
+    async def get_template(request: Request, prefix: str = "", version: str = "") -> Any:
+        if user_of(request) is None:
+            return _fail(-1, "not logged in or the token has expired")
+        t = store.template(prefix, version)
+        if t is None:
+            return _fail(-2, f"template {version} does not exist for prefix {prefix}")
+        return _ok(t.to_api())
+
+    @app.post("/snms/api/v5/template")
+    async def post_template(request: Request) -> Any:
+        user = user_of(request)
+        if user is None:
+            return _fail(-1, "not logged in or the token has expired")
+        body = await body_of(request)
+        try:
+            t = Template.from_api(body)  # type: ignore[arg-type]
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            return _fail(-2, f"invalid template: {exc}")
+        if t.prefix not in state.users[user][1]:
+            return _fail(-3, f"no permission for prefix {t.prefix}")
+        bad = [i.id_index for i in t.items if 1000 <= i.id_index <= 1999]
+        if bad:
+            return _fail(-2, f"indexes {bad} are reserved (1000-1999)")
+        store.put_template(t)
+        return _ok(True)
+
+    # ---- Handle.Net REST ----
+
+    def basic_user(request: Request) -> str | None:
+        auth = request.headers.get("authorization", "")
+        if not auth.startswith("Basic "):
+            return None
+        try:
+            user, _, password = base64.b64decode(auth[6:]).decode().partition(":")
+        except ValueError:
+            return None
+        return user if user in state.users and state.users[user][0] == password else None
+
+    def hs(code: int, http: int = 200, **extra: Any) -> Any:
+        return JSONResponse({"responseCode": code, **extra}, status_code=http)
+
+    @app.get("/api/handles/{handle:path}")
+    async def hs_get(handle: str) -> Any:
+        fail, _ = await faulted()
+        if fail:
+            return hs(2, 500, message="server error")
+        try:
+            ident = parse(handle)
+        except IdentifierError as exc:
+            return hs(102, 400, message=str(exc))
+        rec = store.get(handle)
+        store.count(ident.prefix, "resolutions")
+        if rec is None:
+            return hs(100, 404, handle=handle)
+        return hs(1, 200, handle=rec[0], values=rec[2])
+
+    @app.put("/api/handles/{handle:path}")
+    async def hs_put(request: Request, handle: str, overwrite: bool = True) -> Any:
+        user = basic_user(request)
+        if user is None:
+            return hs(402, 401, message="authentication needed")
+        fail, late_504 = await faulted()
+        if fail:
+            return hs(2, 500, message="server error")
+        body = await body_of(request)
+        raw = body.get("values") if isinstance(body, dict) else None
+        problem, _ = check(user, handle, None, raw, must_template=False)
+        if problem:
+            return hs(102 if problem.startswith("invalid handle") else 202, 400, message=problem)
+        async with lock:
+            exists = store.get(handle) is not None
+            if exists and not overwrite:
+                return hs(101, 409, handle=handle, message="handle already exists")
+            write(handle, None, raw, update=exists)  # type: ignore[arg-type]
+            store.count(parse(handle).prefix, "updates" if exists else "registrations")
+        if late_504:
+            return JSONResponse({"message": "gateway timeout"}, status_code=504)
+        return hs(1, 200 if exists else 201, handle=handle)
+
+    @app.delete("/api/handles/{handle:path}")
+    async def hs_delete(request: Request, handle: str) -> Any:
+        if basic_user(request) is None:
+            return hs(402, 401, message="authentication needed")
+        try:
+            ident = parse(handle)
+        except IdentifierError as exc:
+            return hs(102, 400, message=str(exc))
+        async with lock:
+            if store.get(handle) is None:
+                return hs(100, 404, handle=handle)
+            store.db.execute("DELETE FROM handles WHERE key = ?", (ident.key,))
+        return hs(1, 200, handle=handle)
+
+    # ---- admin (simulator only) ----
+
+    @app.get("/admin/stats")
+    async def stats() -> Any:
+        return store.stats()
+
+    @app.get("/admin/handles")
+    async def handles(prefix: str = "") -> Any:
+        rows = store.db.execute(
+            "SELECT handle, template, value FROM handles WHERE prefix = ? OR ? = '' ORDER BY created, handle",
+            (prefix, prefix),
+        ).fetchall()
+        return [{"handle": h, "templateVersion": t, "value": json.loads(v)} for h, t, v in rows]
+
+    @app.put("/admin/faults")
+    async def set_faults(request: Request) -> Any:
+        body = await body_of(request) or {}
+        state.faults = Faults(
+            latency=float(body.get("latency", 0)),
+            error_rate=float(body.get("error_rate", 0)),
+            timeout_rate=float(body.get("timeout_rate", 0)),
+        )
+        return state.faults.__dict__
+
+    @app.post("/admin/expire-tokens")
+    async def expire_tokens() -> Any:
+        n = len(state.tokens)
+        state.tokens.clear()
+        return {"expired": n}
+
+    return app
+
+
+def load_templates(path: Path, prefixes: tuple[str, ...]) -> list[Template]:
+    """Templates from a YAML file: a list of the API's template objects. One without a
+    `prefix` is seeded for every prefix the node serves."""
+    doc = yaml.safe_load(path.read_text()) or []
+    out = []
+    for t in doc:
+        if t.get("prefix"):
+            out.append(Template.from_api(t))
+        else:
+            out += [Template.from_api({**t, "prefix": p}) for p in prefixes]
+    return out
+
+
+def build(
+    users: dict[str, tuple[str, tuple[str, ...]]],
+    templates: list[Template],
+    store_path: str = ":memory:",
+    token_ttl: float = 24 * 3600.0,
+) -> Any:
+    store = Store(store_path)
+    for t in templates:
+        store.put_template(t)
+    return create_app(NodeState(users=users, token_ttl=token_ttl), store)
