@@ -13,12 +13,18 @@ import fcntl
 import logging
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any
+
+from identifier.client import make_client
+from identifier.registrar import Registrar
+from identifier.rules import RuleSet, engineering
 
 from . import __version__, logs
 from .config import ConfigError, LoadedConfig, load_config
 from .config.checks import ResolvedDevice
+from .config.schema import BufferSettings
 from .durable_queue import DurableQueue
 from .logs import event
 from .normalise import Normaliser, Sample
@@ -52,6 +58,7 @@ class Gateway:
         self.runners: dict[str, DeviceRunner] = {}
         self.queue: DurableQueue | None = None
         self.mqtt: MqttSink | None = None
+        self.registrar: Registrar | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._shapes: dict[str, tuple[Any, ...]] = {}
         self._reload_lock = asyncio.Lock()
@@ -59,6 +66,24 @@ class Gateway:
     def _emit(self, sample: Sample) -> None:
         if self.mqtt is not None:
             self.mqtt.submit(sample)
+        if self.registrar is not None:
+            runner = self.runners.get(sample.device)
+            if runner is not None:
+                self.registrar.on_sample(sample.device, runner.latest, sample.ts, self._lookup)
+
+    def _lookup(self, device: str, point: str) -> str:
+        """The latest engineering value of a point, for identifier rules ('' if none yet)."""
+        runner = self.runners.get(device)
+        if runner is None:
+            return ""
+        for r in runner.latest:
+            if r.id == point:
+                return engineering(r.v) if r.v is not None else ""
+        return ""
+
+    def _publish_event(self, suffix: str, body: dict[str, Any]) -> None:
+        if self.mqtt is not None:
+            self.mqtt.publish_event(suffix, body)
 
     def _status(self, device: str, state: str, reason: str | None) -> None:
         if self.mqtt is not None:
@@ -90,8 +115,9 @@ class Gateway:
             data_dir=str(data_dir),
         )
         mq = self.cfg.northbound.mqtt
-        if mq is not None:
-            self.queue = DurableQueue(data_dir / "queue.sqlite3", mq.buffer.max_bytes, mq.buffer.fsync)
+        if mq is not None or self.cfg.identifier is not None:
+            buf = mq.buffer if mq is not None else BufferSettings()
+            self.queue = DurableQueue(data_dir / "queue.sqlite3", buf.max_bytes, buf.fsync)
             if self.queue.depth:
                 event(
                     log,
@@ -100,10 +126,15 @@ class Gateway:
                     count=self.queue.depth,
                     bytes=self.queue.bytes,
                 )
+        if mq is not None:
+            assert self.queue is not None
             self.mqtt = MqttSink(mq, self.cfg.gateway.id, self.queue, self.loaded.relative)
             await self.mqtt.start()
         else:
-            event(log, logging.WARNING, "no northbound sink configured: values are polled but not published")
+            event(log, logging.WARNING, "no MQTT sink configured: values are polled but not published")
+        if self.cfg.identifier is not None:
+            assert self.queue is not None
+            await self._start_registrar()
         for resolved in self.loaded.devices:
             if self.cfg.devices[resolved.index].enabled:
                 self._start_device(self.loaded, resolved)
@@ -113,6 +144,42 @@ class Gateway:
             "polling",
             devices=len(self.runners),
             points=sum(len(r.normaliser.entries) for r in self.runners.values()),
+        )
+
+    async def _start_registrar(self) -> None:
+        ident = self.cfg.identifier
+        assert ident is not None and self.queue is not None
+        node = ident.node
+        client = make_client(
+            node.kind,
+            node.url,
+            node.prefix,
+            node.username,
+            node.password.get_secret_value() if node.password else None,
+            node.timeout,
+            str(self.loaded.relative(node.ca)) if node.ca else None,
+        )
+        registrar = Registrar(
+            self.queue, client, RuleSet(ident.rules, node.prefix), self._publish_event, ident.batch_size
+        )
+        problems = await registrar.check_templates()
+        if problems:
+            index = {r.name: i for i, r in enumerate(ident.rules)}
+            issues = [
+                self.loaded.source.issue(("identifier", "rules", index[name], "values"), msg)
+                for name, msg in problems
+            ]
+            await client.close()
+            raise ConfigError(issues)
+        self.registrar = registrar
+        await registrar.start()
+        event(
+            log,
+            logging.INFO,
+            "identifier rules active",
+            node=node.url,
+            kind=node.kind,
+            rules=len(ident.rules),
         )
 
     def _announce(self, sink: MqttSink, loaded: LoadedConfig, resolved: ResolvedDevice) -> None:
@@ -240,6 +307,8 @@ class Gateway:
         devices = list(self.runners)
         for device in devices:
             await self._stop_device(device)
+        if self.registrar is not None:
+            await self.registrar.stop()
         if self.mqtt is not None:
             await self.mqtt.stop(devices)
         if self.queue is not None:
@@ -267,6 +336,17 @@ async def run(loaded: LoadedConfig) -> int:
     except AlreadyRunning as exc:
         event(log, logging.ERROR, str(exc))
         return 1
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(issue, file=sys.stderr)
+        event(
+            log,
+            logging.ERROR,
+            "the config does not fit the identifier node's templates",
+            errors=len(exc.issues),
+        )
+        await gw.stop()
+        return 2
     await stop.wait()
     event(log, logging.INFO, "stopping")
     for task in reloads:

@@ -100,7 +100,12 @@ def check(
             problems.append(
                 (("northbound", section), f"the {section} sink is not available in this version of edgegw")
             )
-    for section in ("identifier", "api"):
+    from identifier.rules import check_rules
+
+    known: dict[str, set[str] | None] = {d.id: None for _, d in devices}  # None: not checkable
+    known.update({cfg.devices[r.index].id: {e.id for e in r.points} for r in resolved})
+    problems += check_rules(cfg, known)
+    for section in ("api",):
         if getattr(cfg, section) is not None and section not in SUPPORTED_SECTIONS:
             problems.append(((section,), f"'{section}:' is not available in this version of edgegw"))
     return resolved, problems

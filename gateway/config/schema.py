@@ -320,6 +320,9 @@ class IdentifierRule(Strict):
 class IdentifierSettings(Strict):
     node: IdentifierNode
     rules: list[IdentifierRule] = Field(default_factory=list)
+    batch_size: int = Field(
+        500, ge=1, le=2000, description="identifiers per batchCreate when there is a backlog"
+    )
 
 
 class ApiTls(Strict):

@@ -256,6 +256,12 @@ class MqttSink:
         self.queue.append(STREAM, f"{self.prefix}/{sample.device}/data", body)
         self._wake.set()
 
+    def publish_event(self, suffix: str, body: dict[str, Any]) -> None:
+        """A non-retained event (identifier outcomes, resolved records) on P/G/<suffix>, through
+        the same durable queue as the data."""
+        self.queue.append(STREAM, f"{self.prefix}/{suffix}", _json(body))
+        self._wake.set()
+
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.client.connect_async(self.s.host, self.s.port, keepalive=int(self.s.keepalive))
