@@ -160,6 +160,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return asyncio.run(runner.run(loaded, args.bind, args.control, args.period, spec))
 
 
+def cmd_id(args: argparse.Namespace) -> int:
+    from . import idcli
+
+    return idcli.cmd_id(args, _load)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # exit 2 with one line, as argparse does, plus usage
         self.print_usage(sys.stderr)
@@ -180,6 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a config without touching devices")
     v.add_argument("-c", "--config", required=True)
     v.set_defaults(func=cmd_validate)
+
+    from . import idcli
+
+    idcli.add_parser(sub, cmd_id)
 
     rl = sub.add_parser("reload", help="make the running gateway apply its changed config (SIGHUP)")
     rl.add_argument("-c", "--config", required=True)

@@ -6,6 +6,7 @@ devices, hosts and reasons only.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
@@ -44,6 +45,8 @@ def setup(level: str = "info") -> None:
     root.setLevel(level.upper())
     for noisy in ("pymodbus", "asyncio", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    for chatty in ("httpx", "httpcore"):  # one line per request otherwise
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 def set_level(level: str) -> None:
@@ -74,3 +77,14 @@ class RateLimited:
             fields["suppressed"] = held
         self._last[key] = now
         event(self.logger, level, msg, **fields)
+
+
+def report_crash(task: asyncio.Task[Any]) -> None:
+    """Done-callback for long-running tasks: a task that ends with an error says so."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        logging.getLogger("edgegw").error(
+            "internal task ended with an error", exc_info=exc, extra={"fields": {"task": task.get_name()}}
+        )

@@ -211,10 +211,17 @@ class Gateway:
     async def _stop_device(self, device: str) -> None:
         task = self._tasks.pop(device)
         task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        done, _ = await asyncio.wait([task], timeout=2.0)
+        if not done:  # a driver that ignores cancellation must not hold up the others
+            event(log, logging.WARNING, "device task did not stop within 2 s; left behind", device=device)
         runner = self.runners.pop(device)
         self._shapes.pop(device, None)
-        await runner.driver.close()
+        try:
+            await asyncio.wait_for(runner.driver.close(), 2.0)
+        except (TimeoutError, OSError) as exc:
+            event(
+                log, logging.WARNING, "closing the device connection failed", device=device, error=repr(exc)
+            )
 
     async def reload(self) -> bool:
         """Apply the config file as it is now. Returns False (and changes nothing) if refused."""
@@ -305,8 +312,7 @@ class Gateway:
 
     async def stop(self) -> None:
         devices = list(self.runners)
-        for device in devices:
-            await self._stop_device(device)
+        await asyncio.gather(*(self._stop_device(d) for d in devices))
         if self.registrar is not None:
             await self.registrar.stop()
         if self.mqtt is not None:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from gateway.durable_queue import DurableQueue
-from gateway.logs import RateLimited, event
+from gateway.logs import RateLimited, event, report_crash
 from gateway.normalise import Reading
 
 from .client import Exists, NodeClient, NodeError, NotFound, Record, Registration, Rejected, Transient
@@ -114,6 +114,7 @@ class Registrar:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="identifier-queue")
+        self._task.add_done_callback(report_crash)
         if self.queue.depth_of(STREAM):
             event(
                 log,
@@ -148,7 +149,13 @@ class Registrar:
                 continue
             try:
                 await self._send([(row_id, Firing.from_body(body)) for row_id, _, body in rows])
-            except Transient as exc:
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug must not end the queue: report it and retry later
+                if not isinstance(exc, Transient):
+                    log.exception("identifier queue error; retrying", extra={"fields": {"queued": len(rows)}})
+                    exc = Transient(f"internal error: {exc!r}")
+
                 attempt += 1
                 self.counters["retries"] += 1
                 self.connected = False

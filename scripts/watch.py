@@ -31,7 +31,10 @@ def on_message(_c, _u, msg: paho.MQTTMessage) -> None:
         print(f"{time.strftime('%H:%M:%S')}  {who:<8} status: {body.get('state')}{reason}", flush=True)
     elif kind == "identifiers":
         extra = body.get("error") or body.get("note") or ""
-        print(f"{time.strftime('%H:%M:%S')}  identifier {body.get('handle')} {body.get('state')} {extra}".rstrip(), flush=True)
+        print(
+            f"{time.strftime('%H:%M:%S')}  identifier {body.get('handle')} {body.get('state')} {extra}".rstrip(),
+            flush=True,
+        )
     elif kind == "resolved":
         rec = body.get("record")
         shown = ", ".join(f"{v['type']}={v['value']}" for v in rec["values"]) if rec else body.get("error")

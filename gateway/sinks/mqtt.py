@@ -42,7 +42,7 @@ from .. import __version__
 from ..config.schema import MqttSettings
 from ..dictionary import DictionaryEntry, visible
 from ..durable_queue import DurableQueue
-from ..logs import RateLimited, event
+from ..logs import RateLimited, event, report_crash
 from ..normalise import Sample
 
 log = logging.getLogger("edgegw.mqtt")
@@ -267,6 +267,7 @@ class MqttSink:
         self.client.connect_async(self.s.host, self.s.port, keepalive=int(self.s.keepalive))
         self.client.loop_start()
         self._task = asyncio.create_task(self._run(), name="mqtt-sink")
+        self._task.add_done_callback(report_crash)
 
     async def _run(self) -> None:
         interval = self.s.buffer.commit_interval

@@ -1,0 +1,146 @@
+"""`edgegw id register / resolve / status`: the identifier side by hand."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sqlite3
+import sys
+from typing import Any
+
+from identifier.client import NodeError, Registration, make_client
+from identifier.rules import STREAM
+from identifier.syntax import IdentifierError, parse
+from identifier.templates import Value
+
+
+def _fail(msg: str, code: int) -> int:
+    print(f"edgegw: {msg}", file=sys.stderr)
+    return code
+
+
+def _client(loaded: Any):  # type: ignore[no-untyped-def]
+    node = loaded.config.identifier.node
+    return make_client(
+        node.kind,
+        node.url,
+        node.prefix,
+        node.username,
+        node.password.get_secret_value() if node.password else None,
+        node.timeout,
+        str(loaded.relative(node.ca)) if node.ca else None,
+    )
+
+
+def _values(specs: list[str]) -> list[Value]:
+    out = []
+    for spec in specs:
+        index, colon, rest = spec.partition(":")
+        type_, eq, value = rest.partition("=")
+        if not colon or not eq or not index.isdigit() or not type_:
+            raise ValueError(f"--value {spec!r}: write INDEX:TYPE=VALUE, e.g. 2000:serial_number=SN-1")
+        out.append(Value(int(index), type_, value))
+    return out
+
+
+def cmd_id(args: argparse.Namespace, load: Any) -> int:
+    if args.id_command in ("register", "resolve"):
+        try:
+            handle = str(parse(args.handle))
+        except IdentifierError as exc:
+            return _fail(f"{args.handle!r} is not an identifier: {exc}", 2)
+    loaded = load(args.config)
+    if loaded.config.identifier is None and args.id_command != "status":
+        return _fail(f"{args.config} has no 'identifier:' section (node url, prefix, credentials)", 2)
+    if args.id_command == "status":
+        return _status(loaded)
+    if args.id_command == "register":
+        try:
+            values = _values(args.value)
+        except ValueError as exc:
+            return _fail(str(exc), 2)
+        return asyncio.run(_register(loaded, Registration(handle, args.template, tuple(values))))
+    return asyncio.run(_resolve(loaded, handle, args.json))
+
+
+async def _register(loaded: Any, reg: Registration) -> int:
+    client = _client(loaded)
+    try:
+        if client.kind == "snms" and reg.template is not None:
+            problems = (await client.template(reg.template)).problems(list(reg.values))
+            if problems:
+                return _fail("; ".join(problems), 1)
+        await client.register(reg)
+    except NodeError as exc:
+        return _fail(f"{reg.handle}: {exc.message}", 1)
+    finally:
+        await client.close()
+    print(f"registered {reg.handle}")
+    return 0
+
+
+async def _resolve(loaded: Any, handle: str, as_json: bool) -> int:
+    client = _client(loaded)
+    try:
+        record = await client.resolve(handle)
+    except NodeError as exc:
+        return _fail(f"{handle}: {exc.message}", 1)
+    finally:
+        await client.close()
+    if as_json:
+        print(json.dumps(record.to_json(), ensure_ascii=False, indent=2))
+        return 0
+    print(f"{record.handle}  (template {record.template or '-'})")
+    width = max((len(v.type) for v in record.values), default=4)
+    print(f"{'index':>5}  {'type':<{width}}  value")
+    for v in record.values:
+        print(f"{v.index:>5}  {v.type:<{width}}  {v.value}")
+    return 0
+
+
+def _status(loaded: Any) -> int:
+    path = loaded.data_dir / "queue.sqlite3"
+    if not path.exists():
+        print(f"no queue yet at {path}: nothing was registered with this data_dir")
+        return 0
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        pending = db.execute("SELECT count(*) FROM messages WHERE stream = ?", (STREAM,)).fetchone()[0]
+        counts = dict(
+            db.execute(
+                "SELECT state, count(*) FROM outcomes WHERE stream = ? GROUP BY state", (STREAM,)
+            ).fetchall()
+        )
+        failures = db.execute(
+            "SELECT key, message, ts FROM outcomes WHERE stream = ? AND state = 'failed' ORDER BY id DESC LIMIT 10",
+            (STREAM,),
+        ).fetchall()
+    except sqlite3.Error as exc:
+        return _fail(f"cannot read {path}: {exc}", 1)
+    finally:
+        db.close()
+    print(f"queued      {pending}")
+    print(f"registered  {counts.get('registered', 0)}  (the most recent 10,000 are kept)")
+    print(f"failed      {counts.get('failed', 0)}")
+    if failures:
+        print("last failures:")
+        for key, message, _ts in failures:
+            print(f"  {key}: {message}")
+    return 0
+
+
+def add_parser(sub: Any, func: Any) -> None:
+    i = sub.add_parser("id", help="register, resolve or inspect identifiers by hand")
+    isub = i.add_subparsers(dest="id_command", required=True, parser_class=type(i))
+    r = isub.add_parser("register", help="register one identifier")
+    r.add_argument("handle")
+    r.add_argument("--template", help="templateVersion (snms)")
+    r.add_argument("--value", action="append", default=[], metavar="INDEX:TYPE=VALUE")
+    s = isub.add_parser("resolve", help="resolve one identifier")
+    s.add_argument("handle")
+    s.add_argument("--json", action="store_true")
+    isub.add_parser("status", help="registration queue: depth and outcomes")
+    for p in (r, s, isub.choices["status"]):
+        p.add_argument("-c", "--config", required=True)
+    i.set_defaults(func=func)
