@@ -69,6 +69,10 @@ def check_rules(cfg: GatewayConfig, points: dict[str, set[str] | None]) -> list[
         if ref is not None:
             problems += _point_problems(ref.device, ref.point, points, (*path, key))
         problems += _format_problems(rule.handle, points, (*path, "handle"))
+        try:
+            parse(_render(rule.handle, "SN-1", ident.node.prefix, 0, lambda d, p: "0"))
+        except IdentifierError as exc:
+            problems.append(((*path, "handle"), f"'{rule.handle}' does not make a valid identifier: {exc}"))
         if rule.trigger is None:
             continue
         if ident.node.kind == "snms" and rule.template is None:
@@ -88,12 +92,6 @@ def check_rules(cfg: GatewayConfig, points: dict[str, set[str] | None]) -> list[
                 )
             seen.setdefault(v.index, j)
             problems += _format_problems(v.value, points, (*vpath, "value"))
-        try:
-            parse(_render(rule.handle, "SN-1", ident.node.prefix, 0, lambda d, p: "0"))
-        except IdentifierError as exc:
-            problems.append(((*path, "handle"), f"'{rule.handle}' does not make a valid identifier: {exc}"))
-        except KeyError:
-            pass  # reported by _format_problems
     return problems
 
 
