@@ -111,5 +111,6 @@ __all__ = [
     "start_simulators",
     "vm",
     "wait_for",
+    "wait_port",
     "write_config",
 ]

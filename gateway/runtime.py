@@ -250,6 +250,7 @@ class Gateway:
                     ("gateway.id", old_cfg.gateway.id, cfg.gateway.id),
                     ("gateway.data_dir", self.loaded.data_dir, new.data_dir),
                     ("northbound.mqtt", old_cfg.northbound.mqtt is None, cfg.northbound.mqtt is None),
+                    ("identifier", old_cfg.identifier, cfg.identifier),
                 )
                 if before != after
             ]
