@@ -9,7 +9,7 @@ import sqlite3
 import sys
 from typing import Any
 
-from identifier.client import NodeError, Registration, make_client
+from identifier.client import NodeClient, NodeError, Registration, from_settings
 from identifier.rules import STREAM
 from identifier.syntax import IdentifierError, parse
 from identifier.templates import Value
@@ -20,17 +20,8 @@ def _fail(msg: str, code: int) -> int:
     return code
 
 
-def _client(loaded: Any):  # type: ignore[no-untyped-def]
-    node = loaded.config.identifier.node
-    return make_client(
-        node.kind,
-        node.url,
-        node.prefix,
-        node.username,
-        node.password.get_secret_value() if node.password else None,
-        node.timeout,
-        str(loaded.relative(node.ca)) if node.ca else None,
-    )
+def _client(loaded: Any) -> NodeClient:
+    return from_settings(loaded.config.identifier.node, loaded.relative)
 
 
 def _values(specs: list[str]) -> list[Value]:

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from identifier.client import make_client
+from identifier.client import from_settings
 from identifier.registrar import Registrar
 from identifier.rules import RuleSet, engineering
 
@@ -150,15 +150,7 @@ class Gateway:
         ident = self.cfg.identifier
         assert ident is not None and self.queue is not None
         node = ident.node
-        client = make_client(
-            node.kind,
-            node.url,
-            node.prefix,
-            node.username,
-            node.password.get_secret_value() if node.password else None,
-            node.timeout,
-            str(self.loaded.relative(node.ca)) if node.ca else None,
-        )
+        client = from_settings(node, self.loaded.relative)
         registrar = Registrar(
             self.queue, client, RuleSet(ident.rules, node.prefix), self._publish_event, ident.batch_size
         )

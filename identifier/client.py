@@ -362,6 +362,19 @@ def _envelope(r: httpx.Response) -> dict[str, Any]:
     return _json(r)
 
 
+def from_settings(node: Any, relative: Any) -> NodeClient:
+    """A client for the config's `identifier.node` (files relative to the config's folder)."""
+    return make_client(
+        node.kind,
+        node.url,
+        node.prefix,
+        node.username,
+        node.password.get_secret_value() if node.password else None,
+        node.timeout,
+        str(relative(node.ca)) if node.ca else None,
+    )
+
+
 def make_client(
     kind: str,
     url: str,

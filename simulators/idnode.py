@@ -238,31 +238,45 @@ def create_app(state: NodeState, store: Store) -> Any:
             return _fail(-2, f"handle {handle} does not exist")
         return _ok({"prefix": ident.prefix, "handle": rec[0], "templateVersion": rec[1], "value": rec[2]})
 
-    async def single(request: Request, update: bool) -> Any:
+    def apply(user: str, item: Any, update: bool) -> str | None:
+        """Register or update one item under every node rule; the problem, or None if done."""
+        item = item if isinstance(item, dict) else {}
+        handle = item.get("handle")
+        problem, _ = check(user, handle, item.get("templateVersion"), item.get("value"))
+        if problem:
+            return problem
+        exists = store.get(handle) is not None
+        if exists and not update:
+            return f"handle {handle} already exists"
+        if not exists and update:
+            return f"handle {handle} does not exist"
+        write(handle, item.get("templateVersion"), item["value"], update)
+        store.count(parse(handle).prefix, "updates" if update else "registrations")
+        return None
+
+    async def guarded(request: Request) -> tuple[str | None, Any, bool]:
+        """(user, early answer, answer 504 after applying): login, then the injected faults."""
         user = user_of(request)
         if user is None:
-            return _fail(-1, "not logged in or the token has expired")
+            return None, _fail(-1, "not logged in or the token has expired"), False
         fail, late_504 = await faulted()
         if fail:
-            return JSONResponse({"status": -4, "message": "internal error"}, status_code=500)
+            return None, JSONResponse({"status": -4, "message": "internal error"}, status_code=500), False
+        return user, None, late_504
+
+    def late(late_504: bool, answer: Any) -> Any:
+        return JSONResponse({"message": "gateway timeout"}, status_code=504) if late_504 else answer
+
+    async def single(request: Request, update: bool) -> Any:
+        user, early, late_504 = await guarded(request)
+        if user is None:
+            return early
         body = await body_of(request)
         if not isinstance(body, dict):
             return _fail(-2, "the body must be a JSON object")
         async with lock:
-            problem, _ = check(user, body.get("handle"), body.get("templateVersion"), body.get("value"))
-            if problem:
-                return _fail(-2, problem)
-            handle = body["handle"]
-            exists = store.get(handle) is not None
-            if exists and not update:
-                return _fail(-2, f"handle {handle} already exists")
-            if not exists and update:
-                return _fail(-2, f"handle {handle} does not exist")
-            write(handle, body.get("templateVersion"), body["value"], update)
-            store.count(parse(handle).prefix, "updates" if update else "registrations")
-        if late_504:
-            return JSONResponse({"message": "gateway timeout"}, status_code=504)
-        return _ok(True)
+            problem = apply(user, body, update)
+        return _fail(-2, problem) if problem else late(late_504, _ok(True))
 
     @app.post("/identityv2/data")
     async def register(request: Request) -> Any:
@@ -273,39 +287,24 @@ def create_app(state: NodeState, store: Store) -> Any:
         return await single(request, update=True)
 
     async def batch(request: Request, update: bool) -> Any:
-        user = user_of(request)
+        user, early, late_504 = await guarded(request)
         if user is None:
-            return _fail(-1, "not logged in or the token has expired")
-        fail, late_504 = await faulted()
-        if fail:
-            return JSONResponse({"status": -4, "message": "internal error"}, status_code=500)
+            return early
         body = await body_of(request)
         if not isinstance(body, list):
             return _fail(-2, "the body must be a JSON list")
         if len(body) > BATCH_MAX:
             return _fail(-2, f"at most {BATCH_MAX} identifiers per batch, got {len(body)}")
-        results = []
         async with lock:
             with store.transaction():
-                for item in body:
-                    item = item if isinstance(item, dict) else {}
-                    handle = item.get("handle")
-                    problem, _ = check(user, handle, item.get("templateVersion"), item.get("value"))
-                    if problem is None:
-                        exists = store.get(handle) is not None
-                        if exists and not update:
-                            problem = f"handle {handle} already exists"
-                        elif not exists and update:
-                            problem = f"handle {handle} does not exist"
-                    if problem:
-                        results.append({"handle": handle, "msg": problem})
-                        continue
-                    write(handle, item.get("templateVersion"), item["value"], update)
-                    store.count(parse(handle).prefix, "updates" if update else "registrations")
-                    results.append({"handle": handle, "msg": "success"})
-        if late_504:
-            return JSONResponse({"message": "gateway timeout"}, status_code=504)
-        return _ok(results)
+                results = [
+                    {
+                        "handle": item.get("handle") if isinstance(item, dict) else None,
+                        "msg": apply(user, item, update) or "success",
+                    }
+                    for item in body
+                ]
+        return late(late_504, _ok(results))
 
     @app.post("/identityv2/data/batchCreate")
     async def batch_create(request: Request) -> Any:
