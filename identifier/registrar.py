@@ -18,9 +18,10 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+from gateway.config.schema import IdentifierRule
 from gateway.durable_queue import DurableQueue
 from gateway.logs import RateLimited, event, report_crash
 from gateway.normalise import Reading
@@ -74,41 +75,42 @@ class Registrar:
         if device not in self.rules.devices:
             return
         by_id = {r.id: r for r in readings}
-        for (dev, point), rules in self.rules.triggers.items():
-            if dev != device:
-                continue
-            value = new_value(by_id.get(point))
-            if value is None:
-                continue
-            for rule in rules:
-                state_key = f"rule/{rule.name}"
-                if self.queue.get_state(state_key) == value:
-                    continue
-                self.queue.put_state(state_key, value)  # committed with the firing
-                try:
-                    firing = self.rules.firing(rule, value, ts_ms, lookup)
-                except IdentifierError as exc:
-                    handle = self.rules.handle_for(rule, value, ts_ms, lookup)
-                    self._outcome(rule.name, handle, "failed", f"invalid identifier: {exc}", settle=None)
-                    continue
-                self.queue.append(STREAM, firing.handle, firing.body())
-                self.counters["fired"] += 1
-                self._wake.set()
-        for (dev, point), rules in self.rules.resolves.items():
-            if dev != device:
-                continue
-            value = new_value(by_id.get(point))
-            if value is None:
-                continue
-            for rule in rules:
-                state_key = f"resolve/{rule.name}"
-                if self.queue.get_state(state_key) == value:
-                    continue
-                self.queue.put_state(state_key, value)
+        for rule, value in self._changed(device, by_id, self.rules.triggers, "rule"):
+            try:
+                firing = self.rules.firing(rule, value, ts_ms, lookup)
+            except IdentifierError as exc:
                 handle = self.rules.handle_for(rule, value, ts_ms, lookup)
-                task = asyncio.create_task(self._resolve(device, rule.name, handle))
-                self._resolving.add(task)
-                task.add_done_callback(self._resolving.discard)
+                self._outcome(rule.name, handle, "failed", f"invalid identifier: {exc}", settle=None)
+                continue
+            self.queue.append(STREAM, firing.handle, firing.body())  # committed with the value
+            self.counters["fired"] += 1
+            self._wake.set()
+        for rule, value in self._changed(device, by_id, self.rules.resolves, "resolve"):
+            handle = self.rules.handle_for(rule, value, ts_ms, lookup)
+            task = asyncio.create_task(self._resolve(device, rule.name, handle))
+            self._resolving.add(task)
+            task.add_done_callback(self._resolving.discard)
+
+    def _changed(
+        self,
+        device: str,
+        by_id: dict[str, Reading],
+        table: dict[tuple[str, str], list[IdentifierRule]],
+        kind: str,
+    ) -> Iterator[tuple[IdentifierRule, str]]:
+        """The rules of this device whose point holds a new value, remembering it in the queue's
+        state (committed in the same transaction as whatever the firing appends)."""
+        for (dev, point), rules in table.items():
+            if dev != device:
+                continue
+            value = new_value(by_id.get(point))
+            if value is None:
+                continue
+            for rule in rules:
+                key = f"{kind}/{rule.name}"
+                if self.queue.get_state(key) != value:
+                    self.queue.put_state(key, value)
+                    yield rule, value
 
     # ---- sending ----
 
