@@ -122,10 +122,8 @@ class _Http:
         await self.http.aclose()
 
 
-class SnmsClient:
-    """The secondary-node API: JSON envelope {status, message, data}, Bearer token."""
-
-    kind = "snms"
+class _Node:
+    """What both APIs share: the node's address, the enterprise prefix, one HTTP client."""
 
     def __init__(
         self,
@@ -139,6 +137,26 @@ class SnmsClient:
         self.prefix = prefix
         self._user, self._password = username, password
         self._h = _Http(url, timeout, ca)
+
+    async def close(self) -> None:
+        await self._h.close()
+
+
+class SnmsClient(_Node):
+    """The secondary-node API: JSON envelope {status, message, data}, Bearer token."""
+
+    kind = "snms"
+
+    def __init__(
+        self,
+        url: str,
+        prefix: str,
+        username: str | None,
+        password: str | None,
+        timeout: float = 10.0,
+        ca: str | None = None,
+    ):
+        super().__init__(url, prefix, username, password, timeout, ca)
         self._token: str | None = None
         self._login_lock = asyncio.Lock()
         self.logins = 0
@@ -248,9 +266,6 @@ class SnmsClient:
     async def create_template(self, template: Template) -> None:
         await self._call("POST", "/snms/api/v5/template", json=template.to_api())
 
-    async def close(self) -> None:
-        await self._h.close()
-
 
 _HANDLE_CODES = {
     2: "server error",
@@ -264,7 +279,7 @@ _HANDLE_CODES = {
 }
 
 
-class HandleClient:
+class HandleClient(_Node):
     """The Handle.Net REST API (`/api/handles/{handle}`, responseCode), HTTP Basic authentication.
 
     It has no templates and no batch call: a batch is sent as concurrent single requests."""
@@ -280,8 +295,7 @@ class HandleClient:
         timeout: float = 10.0,
         ca: str | None = None,
     ):
-        self.prefix = prefix
-        self._h = _Http(url, timeout, ca)
+        super().__init__(url, prefix, username, password, timeout, ca)
         self._auth = httpx.BasicAuth(username, password or "") if username else None
 
     async def _call(self, method: str, handle: str, **kw: Any) -> dict[str, Any]:
@@ -341,9 +355,6 @@ class HandleClient:
 
     async def template(self, version: str) -> Template:
         raise NotFound("the Handle.Net API has no templates")
-
-    async def close(self) -> None:
-        await self._h.close()
 
 
 def _json(r: httpx.Response) -> dict[str, Any]:
