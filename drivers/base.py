@@ -2,8 +2,56 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from bisect import bisect_left
+from dataclasses import dataclass, field
 from typing import Protocol
+
+# the value range of each integer type of the dictionary
+INT_LIMITS = {
+    "int16": (-(2**15), 2**15 - 1),
+    "uint16": (0, 2**16 - 1),
+    "int32": (-(2**31), 2**31 - 1),
+    "uint32": (0, 2**32 - 1),
+    "int64": (-(2**63), 2**63 - 1),
+    "uint64": (0, 2**64 - 1),
+}
+
+# seconds; fine at the low end, where device round trips on a LAN or a serial bus fall
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass(slots=True)
+class LatencyHistogram:
+    """Request round trips, counted into fixed buckets: cheap enough for every request, and
+    what the metrics endpoint exports as a Prometheus histogram."""
+
+    bounds: tuple[float, ...] = LATENCY_BUCKETS
+    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    sum: float = 0.0
+    count: int = 0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect_left(self.bounds, seconds)] += 1
+        self.sum += seconds
+        self.count += 1
+
+    def merge(self, other: LatencyHistogram) -> None:
+        for i, n in enumerate(other.counts):
+            self.counts[i] += n
+        self.sum += other.sum
+        self.count += other.count
+
+    def quantile(self, q: float) -> float | None:
+        """The upper bound of the bucket holding the q-quantile (None before any observation)."""
+        if self.count == 0:
+            return None
+        rank = q * self.count
+        seen = 0
+        for i, n in enumerate(self.counts):
+            seen += n
+            if seen >= rank and n:
+                return self.bounds[i] if i < len(self.bounds) else float("inf")
+        return float("inf")
 
 
 class DeviceUnreachable(Exception):
@@ -12,7 +60,11 @@ class DeviceUnreachable(Exception):
 
 
 class WriteFailed(Exception):
-    """A write was not accepted by the device; the message says why (timeout, exception code)."""
+    """A write was not accepted by the device; the message says why (exception code, connection)."""
+
+
+class WriteTimeout(WriteFailed):
+    """The device did not answer a write in time: it may or may not have applied it."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -23,6 +75,10 @@ class PointError:
 
 
 class Driver(Protocol):
+    latency: LatencyHistogram  # round trip of each request to the device
+    request_count: int
+    error_count: int
+
     async def connect(self) -> None: ...
 
     async def read(self) -> list[object]:
@@ -31,6 +87,9 @@ class Driver(Protocol):
         be read."""
         ...
 
-    async def write(self, point_id: str, raw_value: object) -> None: ...
+    async def write(self, point_id: str, raw_value: object) -> None:
+        """Write one point's raw value (after the inverse of scale/offset). Raises WriteFailed
+        with the device's own reason (timeout, exception code)."""
+        ...
 
     async def close(self) -> None: ...

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import json
 import logging
 import os
 import signal
@@ -17,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from drivers.base import WriteFailed, WriteTimeout
 from identifier.client import from_settings
 from identifier.registrar import Registrar
 from identifier.rules import RuleSet, engineering
@@ -29,8 +31,10 @@ from .durable_queue import DurableQueue
 from .logs import event
 from .normalise import Normaliser, Sample
 from .scheduler import DeviceRunner, PollGroup
+from .sinks.influxdb import InfluxSink
 from .sinks.mqtt import MqttSink
 from .wiring import build_driver
+from .writeback import CheckedWrite, WriteRejected, check_write
 
 log = logging.getLogger("edgegw")
 LOCK_FILE = "edgegw.lock"
@@ -51,6 +55,15 @@ def _device_shape(loaded: LoadedConfig, resolved: ResolvedDevice) -> tuple[Any, 
     )
 
 
+def _location(loaded: LoadedConfig, resolved: ResolvedDevice) -> dict[str, Any]:
+    dev = loaded.config.devices[resolved.index]
+    return {**loaded.config.gateway.location.model_dump(exclude_none=True), **(dev.location or {})}
+
+
+def _api_socket(cfg: Any) -> tuple[Any, ...] | None:
+    return None if cfg.api is None else (cfg.api.listen, cfg.api.tls)
+
+
 class Gateway:
     def __init__(self, loaded: LoadedConfig):
         self.loaded = loaded
@@ -59,13 +72,23 @@ class Gateway:
         self.queue: DurableQueue | None = None
         self.mqtt: MqttSink | None = None
         self.registrar: Registrar | None = None
+        self.influx: InfluxSink | None = None
+        self.api: Any = None  # gateway.api.ApiServer, imported only when configured
+        self.samples = 0
+        self.point_values = 0
+        self.stopping = asyncio.Event()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._shapes: dict[str, tuple[Any, ...]] = {}
+        self._commands: set[asyncio.Task[None]] = set()
         self._reload_lock = asyncio.Lock()
 
     def _emit(self, sample: Sample) -> None:
+        self.samples += 1
+        self.point_values += len(sample.readings)
         if self.mqtt is not None:
             self.mqtt.submit(sample)
+        if self.influx is not None:
+            self.influx.submit(sample)
         if self.registrar is not None:
             runner = self.runners.get(sample.device)
             if runner is not None:
@@ -115,9 +138,14 @@ class Gateway:
             data_dir=str(data_dir),
         )
         mq = self.cfg.northbound.mqtt
-        if mq is not None or self.cfg.identifier is not None:
+        if mq is not None or self.cfg.identifier is not None or self.cfg.northbound.influxdb is not None:
             buf = mq.buffer if mq is not None else BufferSettings()
-            self.queue = DurableQueue(data_dir / "queue.sqlite3", buf.max_bytes, buf.fsync)
+            self.queue = DurableQueue(
+                data_dir / "queue.sqlite3",
+                buf.max_bytes,
+                buf.fsync,
+                droppable=frozenset({"mqtt", "influxdb"}),
+            )
             if self.queue.depth:
                 event(
                     log,
@@ -128,13 +156,22 @@ class Gateway:
                 )
         if mq is not None:
             assert self.queue is not None
-            self.mqtt = MqttSink(mq, self.cfg.gateway.id, self.queue, self.loaded.relative)
+            self.mqtt = MqttSink(mq, self.cfg.gateway.id, self.queue, self.loaded.relative, self._on_command)
             await self.mqtt.start()
         else:
             event(log, logging.WARNING, "no MQTT sink configured: values are polled but not published")
+        if self.cfg.northbound.influxdb is not None:
+            assert self.queue is not None
+            self.influx = InfluxSink(self.cfg.northbound.influxdb, self.queue, self.loaded.relative)
+            await self.influx.start()
         if self.cfg.identifier is not None:
             assert self.queue is not None
             await self._start_registrar()
+        if self.cfg.api is not None:
+            from .api import ApiServer  # FastAPI is imported only when the API is configured
+
+            self.api = ApiServer(self, self.loaded.relative)
+            await self.api.start()
         for resolved in self.loaded.devices:
             if self.cfg.devices[resolved.index].enabled:
                 self._start_device(self.loaded, resolved)
@@ -176,18 +213,25 @@ class Gateway:
 
     def _announce(self, sink: MqttSink, loaded: LoadedConfig, resolved: ResolvedDevice) -> None:
         dev = loaded.config.devices[resolved.index]
-        location = loaded.config.gateway.location.model_dump(exclude_none=True)
         meta: dict[str, Any] = {
             "model": dev.model,
             "protocol": dev.protocol,
-            "location": {**location, **(dev.location or {})},
+            "location": _location(loaded, resolved),
         }
         sink.add_device(dev.id, meta, resolved.points)
+
+    def _announce_influx(self, sink: InfluxSink, loaded: LoadedConfig, resolved: ResolvedDevice) -> None:
+        dev = loaded.config.devices[resolved.index]
+        tags = {str(k): str(v) for k, v in _location(loaded, resolved).items()}
+        tags.update(gateway=loaded.config.gateway.id, device=dev.id)
+        sink.add_device(dev.id, dev.model or dev.id, tags, resolved.points)
 
     def _start_device(self, loaded: LoadedConfig, resolved: ResolvedDevice) -> None:
         dev = loaded.config.devices[resolved.index]
         if self.mqtt is not None:
             self._announce(self.mqtt, loaded, resolved)
+        if self.influx is not None:
+            self._announce_influx(self.influx, loaded, resolved)
         group = PollGroup(dev.id, dev.poll.interval, dev.poll.backoff_max, dev.poll.offline_after)
         runner = DeviceRunner(
             group,
@@ -208,12 +252,100 @@ class Gateway:
             event(log, logging.WARNING, "device task did not stop within 2 s; left behind", device=device)
         runner = self.runners.pop(device)
         self._shapes.pop(device, None)
+        if self.influx is not None:
+            self.influx.remove_device(device)
         try:
             await asyncio.wait_for(runner.driver.close(), 2.0)
         except (TimeoutError, OSError) as exc:
             event(
                 log, logging.WARNING, "closing the device connection failed", device=device, error=repr(exc)
             )
+
+    # ---- write-back (HTTP PUT and MQTT set) ----
+
+    def protocol_of(self, device: str) -> str:
+        for r in self.loaded.devices:
+            dev = self.cfg.devices[r.index]
+            if dev.id == device:
+                return dev.protocol
+        return "unknown"
+
+    async def write_point(self, device: str, point: str, value: object, who: str, via: str) -> CheckedWrite:
+        """Check a value against the dictionary and write it through the device's driver,
+        between its polls. Raises WriteRejected (before the device), WriteFailed or TimeoutError."""
+        resolved = next((r for r in self.loaded.devices if self.cfg.devices[r.index].id == device), None)
+        if resolved is None:
+            raise WriteRejected("unknown", f"no device '{device}' in the configuration")
+        entry = next((e for e in resolved.points if e.id == point), None)
+        if entry is None:
+            raise WriteRejected("unknown", f"device '{device}' has no point '{point}'")
+        runner = self.runners.get(device)
+        if runner is None:
+            raise WriteRejected("read_only", f"device '{device}' is disabled")
+        checked = check_write(entry, value)
+        conn = self.cfg.devices[resolved.index].connection
+        timeout = 2 * float(getattr(conn, "timeout", 2.0)) + 1.0
+        try:
+            await runner.write(point, checked.raw, timeout)
+        except (WriteFailed, TimeoutError) as exc:
+            event(
+                log,
+                logging.WARNING,
+                "write failed",
+                device=device,
+                point=point,
+                value=checked.value,
+                by=who,
+                via=via,
+                error=str(exc) or "timeout",
+            )
+            raise
+        event(log, logging.INFO, "write", device=device, point=point, value=checked.value, by=who, via=via)
+        return checked
+
+    def _on_command(self, device: str, payload: bytes) -> None:
+        task = asyncio.create_task(self._command(device, payload), name=f"set-{device}")
+        self._commands.add(task)
+        task.add_done_callback(self._commands.discard)
+
+    async def _command(self, device: str, payload: bytes) -> None:
+        """P/G/D/set {"id":"r1","points":{"setpoint":220.0}} -> P/G/D/set/result."""
+        req_id: object = None
+        errors: list[str] = []
+        try:
+            req = json.loads(payload)
+            if not isinstance(req, dict) or not isinstance(req.get("points"), dict) or not req["points"]:
+                raise ValueError('expected {"id": "...", "points": {"<point>": <value>, ...}}')
+            req_id = req.get("id")
+        except ValueError as exc:
+            errors.append(f"bad request: {exc}")
+        else:
+            for point, value in req["points"].items():
+                try:
+                    await self.write_point(device, str(point), value, who=f"mqtt id={req_id}", via="mqtt")
+                except WriteRejected as exc:
+                    errors.append(f"{point}: {exc.reason}")
+                except WriteTimeout as exc:
+                    errors.append(f"{point}: the device did not answer the write: {exc}")
+                except WriteFailed as exc:
+                    errors.append(f"{point}: the device refused the write: {exc}")
+                except TimeoutError:
+                    errors.append(f"{point}: the device did not answer the write in time")
+        body: dict[str, Any] = {"id": req_id, "ok": not errors}
+        if errors:
+            body["error"] = "; ".join(errors)
+        self._publish_event(f"{device}/set/result", body)
+
+    def not_ready(self) -> list[str]:
+        """Why the gateway is not ready (empty when it is): sinks that are not connected."""
+        out = []
+        if self.mqtt is not None and not self.mqtt.connected:
+            out.append("MQTT broker not connected")
+        if self.influx is not None and not self.influx.healthy and self.influx.failures:
+            out.append(f"InfluxDB writes failing: {self.influx.last_error}")
+        if self.stopping.is_set():
+            out.append("stopping")
+        return out
 
     async def reload(self) -> bool:
         """Apply the config file as it is now. Returns False (and changes nothing) if refused."""
@@ -243,6 +375,7 @@ class Gateway:
                     ("gateway.data_dir", self.loaded.data_dir, new.data_dir),
                     ("northbound.mqtt", old_cfg.northbound.mqtt is None, cfg.northbound.mqtt is None),
                     ("identifier", old_cfg.identifier, cfg.identifier),
+                    ("api.listen/api.tls", _api_socket(old_cfg), _api_socket(cfg)),
                 )
                 if before != after
             ]
@@ -270,9 +403,12 @@ class Gateway:
                 if self.mqtt is not None:
                     self.mqtt.remove_device(device, "removed from the configuration")
             mq_changed = old_cfg.northbound.mqtt != cfg.northbound.mqtt
+            influx_changed = old_cfg.northbound.influxdb != cfg.northbound.influxdb
             self.loaded, self.cfg = new, cfg
             if mq_changed and self.mqtt is not None and self.queue is not None:
                 await self._restart_mqtt(new)
+            if influx_changed:
+                await self._restart_influx(new)
             for device in added + changed:
                 self._start_device(new, wanted[device])
             event(
@@ -284,8 +420,26 @@ class Gateway:
                 restarted=",".join(changed) or "-",
                 untouched=len(self.runners) - len(added) - len(changed),
                 mqtt="reconnected" if mq_changed else "unchanged",
+                influxdb="restarted" if influx_changed else "unchanged",
             )
             return True
+
+    async def _restart_influx(self, new: LoadedConfig) -> None:
+        """New InfluxDB settings (or the sink added or removed): what is queued stays queued."""
+        if self.influx is not None:
+            await self.influx.stop(flush_timeout=0)
+            self.influx = None
+        settings = new.config.northbound.influxdb
+        if settings is None:
+            return
+        if self.queue is None:
+            event(log, logging.ERROR, "adding the InfluxDB sink to a gateway without a queue needs a restart")
+            return
+        self.influx = InfluxSink(settings, self.queue, new.relative)
+        for r in new.devices:
+            if new.config.devices[r.index].id in self.runners:
+                self._announce_influx(self.influx, new, r)
+        await self.influx.start()
 
     async def _restart_mqtt(self, new: LoadedConfig) -> None:
         """New broker settings: a new client on the same queue; nothing queued is lost."""
@@ -304,10 +458,17 @@ class Gateway:
         await sink.start()
 
     async def stop(self) -> None:
+        self.stopping.set()
+        if self.api is not None:
+            await self.api.stop()
         devices = list(self.runners)
         await asyncio.gather(*(self._stop_device(d) for d in devices))
+        for task in self._commands:
+            task.cancel()
         if self.registrar is not None:
             await self.registrar.stop()
+        if self.influx is not None:
+            await self.influx.stop()
         if self.mqtt is not None:
             await self.mqtt.stop(devices)
         if self.queue is not None:
@@ -334,6 +495,10 @@ async def run(loaded: LoadedConfig) -> int:
         await gw.start()
     except AlreadyRunning as exc:
         event(log, logging.ERROR, str(exc))
+        return 1
+    except OSError as exc:  # e.g. the HTTP API's port is taken
+        event(log, logging.ERROR, "cannot start", error=str(exc))
+        await gw.stop()
         return 1
     except ConfigError as exc:
         for issue in exc.issues:

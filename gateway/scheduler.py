@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from drivers.base import DeviceUnreachable, Driver
+from drivers.base import DeviceUnreachable, Driver, LatencyHistogram
 
 from .logs import RateLimited, event
 from .normalise import Normaliser, Reading, Sample
@@ -29,7 +29,11 @@ class DeviceCounters:
     failed_polls: int = 0
     overruns: int = 0
     last_error: str | None = None
+    last_error_ts: int | None = None  # ms since the epoch
     last_poll_ms: float = 0.0
+    writes: int = 0
+    failed_writes: int = 0
+    poll_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
 
 
 @dataclass
@@ -58,11 +62,16 @@ class DeviceRunner:
         self.emit = emit
         self.status = status
         self.state = "connecting"
+        self.reason: str | None = None
         self.latest: list[Reading] = []
+        self.latest_ts: int | None = None
+        # polls and writes share the device's one connection: one at a time
+        self.io = asyncio.Lock()
         self._failures = 0
         self._ratelimit = RateLimited(log, 60.0)
 
     def _set_state(self, state: str, reason: str | None = None) -> None:
+        self.reason = reason
         if state != self.state:
             self.state = state
             event(
@@ -73,6 +82,25 @@ class DeviceRunner:
                 reason=reason or "",
             )
         self.status(self.group.device, state, reason)
+
+    def _error(self, reason: str) -> None:
+        self.group.counters.last_error = reason
+        self.group.counters.last_error_ts = time.time_ns() // 1_000_000
+
+    async def write(self, point_id: str, raw: object, timeout: float) -> None:
+        """Write one raw value through the driver, between polls. Raises WriteFailed (the
+        device's answer) or TimeoutError (no answer, or the connection stayed busy)."""
+        c = self.group.counters
+        c.writes += 1
+        try:
+            async with asyncio.timeout(timeout):
+                async with self.io:
+                    await self.driver.write(point_id, raw)
+        except BaseException as exc:
+            c.failed_writes += 1
+            if isinstance(exc, Exception):
+                self._error(f"write {point_id}: {exc or 'timeout'}")
+            raise
 
     async def run(self) -> None:
         g = self.group
@@ -86,11 +114,12 @@ class DeviceRunner:
             started = time.monotonic()
             c.polls += 1
             try:
-                raw = await self.driver.read()
+                async with self.io:
+                    raw = await self.driver.read()
             except DeviceUnreachable as exc:
                 reason = str(exc)
                 c.failed_polls += 1
-                c.last_error = reason
+                self._error(reason)
                 self._failures += 1
                 readings = self.normaliser.all_bad(reason)
                 if self._failures >= g.offline_after:
@@ -108,7 +137,7 @@ class DeviceRunner:
                 raise
             except Exception as exc:  # a driver bug must not stop the other devices
                 c.failed_polls += 1
-                c.last_error = f"internal error: {exc!r}"
+                self._error(f"internal error: {exc!r}")
                 log.exception("poll failed", extra={"fields": {"device": g.device}})
                 readings = self.normaliser.all_bad("internal error")
             else:
@@ -118,8 +147,10 @@ class DeviceRunner:
                 readings = self.normaliser.normalise(raw)
             finished = time.monotonic()
             c.last_poll_ms = (finished - started) * 1000
-            self.latest = readings
+            c.poll_latency.observe(finished - started)
             ts = time.time_ns() // 1_000_000
+            self.latest = readings
+            self.latest_ts = ts
             out, full = self.normaliser.to_publish(readings, finished)
             self.emit(Sample(g.device, ts, out, full))
             if self.state == "offline":

@@ -27,8 +27,9 @@ from pymodbus.simulator import DataType, SimData, SimDevice
 from drivers.modbus.address import BIT_AREAS
 from drivers.modbus.codec import BlockDecoder, RegisterPoint, encode_value
 from gateway.dictionary import DictionaryEntry
+from gateway.writeback import raw_value
 
-from .values import ValueGenerator, to_raw
+from .values import ValueGenerator
 
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
@@ -100,7 +101,7 @@ class SimulatedDevice:
                 registers[r.offset] = (registers[r.offset] | mask) if value else (registers[r.offset] & ~mask)
             else:
                 try:
-                    words = encode_value(r, to_raw(p.entry, value))
+                    words = encode_value(r, raw_value(p.entry, value))
                 except (ValueError, OverflowError):
                     continue
                 registers[r.offset : r.offset + len(words)] = words
@@ -126,7 +127,7 @@ class SimulatedDevice:
             elif r.bit is not None:
                 p.held = bool(values[rel] & (1 << r.bit))
             elif rel + r.width <= count:
-                raw = BlockDecoder(0, r.width, [r]).decode(list(values[rel : rel + r.width]))[0]
+                raw = BlockDecoder(r.offset, r.width, [r]).decode(list(values[rel : rel + r.width]))[0]
                 p.held = raw if p.entry.type in ("bool", "string") else raw * p.entry.scale + p.entry.offset  # type: ignore[operator]
         self._refreshed.clear()
 

@@ -52,13 +52,3 @@ class ValueGenerator:
         e = self.entry
         wrap = _UNSIGNED_MAX.get(e.type) or _SIGNED_MAX.get(e.type, 2**31)
         return int(raw) % wrap * e.scale + e.offset
-
-
-def to_raw(entry: DictionaryEntry, value: object) -> object:
-    """Engineering value -> the raw value the device holds (inverse of scale/offset)."""
-    if entry.type in ("bool", "string"):
-        return value
-    raw = (float(value) - entry.offset) / entry.scale  # type: ignore[arg-type]
-    if entry.type in _INT_TYPES:
-        return round(raw)
-    return raw

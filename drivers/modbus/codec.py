@@ -14,6 +14,7 @@ import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from ..base import INT_LIMITS
 from .address import BIT_AREAS, Area, width_of
 
 _FMT = {
@@ -26,14 +27,6 @@ _FMT = {
     "int64": "q",
     "uint64": "Q",
     "float64": "d",
-}
-_INT_LIMITS = {
-    "int16": (-(2**15), 2**15 - 1),
-    "uint16": (0, 2**16 - 1),
-    "int32": (-(2**31), 2**31 - 1),
-    "uint32": (0, 2**32 - 1),
-    "int64": (-(2**63), 2**63 - 1),
-    "uint64": (0, 2**64 - 1),
 }
 
 
@@ -181,12 +174,12 @@ def encode_value(p: RegisterPoint, value: object) -> list[int]:
     if p.type == "bool":
         return [1 if value else 0]
     code = _FMT[p.type]
-    if p.type in _INT_LIMITS:
+    if p.type in INT_LIMITS:
         if isinstance(value, float):
             if not math.isfinite(value):
                 raise EncodeError(f"{value} is not a finite number")
             value = round(value)
-        lo, hi = _INT_LIMITS[p.type]
+        lo, hi = INT_LIMITS[p.type]
         if not isinstance(value, int) or not lo <= value <= hi:
             raise EncodeError(f"{value} does not fit {p.type} ({lo}..{hi})")
     data = struct.pack(">" + code, value)

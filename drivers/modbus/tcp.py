@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Sequence
 
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
-from ..base import DeviceUnreachable, PointError, WriteFailed
+from ..base import DeviceUnreachable, LatencyHistogram, PointError, WriteFailed, WriteTimeout
 from .address import BIT_AREAS
 from .codec import BlockDecoder, EncodeError, RegisterPoint, encode_value
 from .planner import ReadRequest, RegisterSpan, plan_reads
@@ -63,6 +64,7 @@ class ModbusTcpDriver:
         self._client: AsyncModbusTcpClient | None = None
         self.request_count = 0
         self.error_count = 0
+        self.latency = LatencyHistogram()
 
     async def connect(self) -> None:
         await self.close()
@@ -114,6 +116,7 @@ class ModbusTcpDriver:
         last_failure = "timeout"
         for n, (req, decoder) in enumerate(zip(self.requests, self._decoders, strict=True)):
             self.request_count += 1
+            sent = time.monotonic()
             try:
                 resp = await asyncio.wait_for(self._call(req.area, req.start, req.count), self.timeout + 0.5)
             except (ModbusIOException, TimeoutError):
@@ -133,6 +136,7 @@ class ModbusTcpDriver:
                 last_failure = str(failure.reason)
                 await self.close()
             else:
+                self.latency.observe(time.monotonic() - sent)
                 if resp.isError():
                     self.error_count += 1
                     failure = PointError(exception_reason(resp.exception_code))
@@ -189,7 +193,7 @@ class ModbusTcpDriver:
             raise WriteFailed(str(exc)) from None
         except (ModbusIOException, TimeoutError):
             await self.close()
-            raise WriteFailed(f"no response within {self.timeout:g}s") from None
+            raise WriteTimeout(f"no response within {self.timeout:g}s") from None
         except (ModbusException, OSError) as exc:
             await self.close()
             raise WriteFailed(_short(exc)) from None

@@ -27,7 +27,6 @@ from .units import UNECE_REC20
 # Protocols and sections this build can run. Others validate by shape but are refused, so a
 # config never silently runs with part of it ignored.
 SUPPORTED_PROTOCOLS = {"modbus-tcp"}
-SUPPORTED_SECTIONS: set[str] = set()
 
 
 @dataclass(slots=True)
@@ -95,19 +94,11 @@ def check(
                 problems.append((("models", model_id, "points", j, "unit"), _unit_message(p.unit)))
     # unit problems of model points are reported once per model, not per device
     problems = _dedupe(problems)
-    for section in ("influxdb",):
-        if getattr(cfg.northbound, section) is not None and section not in SUPPORTED_SECTIONS:
-            problems.append(
-                (("northbound", section), f"the {section} sink is not available in this version of edgegw")
-            )
     from identifier.rules import check_rules
 
     known: dict[str, set[str] | None] = {d.id: None for _, d in devices}  # None: not checkable
     known.update({cfg.devices[r.index].id: {e.id for e in r.points} for r in resolved})
     problems += check_rules(cfg, known)
-    for section in ("api",):
-        if getattr(cfg, section) is not None and section not in SUPPORTED_SECTIONS:
-            problems.append(((section,), f"'{section}:' is not available in this version of edgegw"))
     return resolved, problems
 
 

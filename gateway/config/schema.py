@@ -266,13 +266,17 @@ class MqttSettings(Strict):
 
 
 class InfluxSettings(Strict):
-    url: str
+    url: str = Field(pattern=r"^https?://", description="e.g. http://127.0.0.1:8086")
     org: str
     bucket: str
     token: SecretStr | None = None
     max_classification: Classification = "important"
-    batch_size: int = Field(5000, ge=1)
-    flush_interval: Duration = 1.0
+    batch_size: int = Field(5000, ge=1, le=100000, description="lines per write")
+    flush_interval: Duration = Field(1.0, description="a partial batch is written after this long")
+    timeout: Duration = Field(10.0, description="per write request")
+    retry_max: Duration = Field(60.0, description="cap of the retry delay while InfluxDB fails")
+    ca: str | None = Field(None, description="CA file for an https url")
+    verify_tls: bool = True
 
 
 class Northbound(Strict):
@@ -331,10 +335,35 @@ class ApiTls(Strict):
 
 
 class ApiSettings(Strict):
-    listen: str = Field("127.0.0.1:8080", pattern=r"^[^:]+:\d+$|^\[.*\]:\d+$")
-    token: SecretStr | None = None
-    read_requires_token: bool = False
+    listen: str = Field(
+        "127.0.0.1:8080", pattern=r"^[^:]+:\d+$|^\[.*\]:\d+$", description="host:port; loopback by default"
+    )
+    token: SecretStr | None = Field(
+        None, description="Bearer token for writes (write-back is off without it), and for reads off loopback"
+    )
+    read_requires_token: bool = Field(False, description="also require the token for reads on loopback")
     tls: ApiTls | None = None
+
+    @property
+    def host(self) -> str:
+        return self.listen.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+    @property
+    def loopback(self) -> bool:
+        return self.host in ("127.0.0.1", "::1", "localhost") or self.host.startswith("127.")
+
+    @model_validator(mode="after")
+    def _token_off_loopback(self) -> ApiSettings:
+        if not self.loopback and self.token is None:
+            raise ValueError(
+                f"listening on {self.host} (not loopback) needs api.token: "
+                "without it anyone on the network could read the plant's data"
+            )
+        return self
 
 
 class GatewayConfig(Strict):

@@ -33,10 +33,13 @@ import ssl
 import time
 import zlib
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+
+from drivers.base import LatencyHistogram
 
 from .. import __version__
 from ..config.schema import MqttSettings
@@ -64,6 +67,7 @@ class MqttSink:
         gateway_id: str,
         queue: DurableQueue,
         tls_path: Any = None,
+        on_command: Callable[[str, bytes], None] | None = None,
     ):
         self.s = settings
         self.gateway_id = gateway_id
@@ -74,6 +78,10 @@ class MqttSink:
         self._meta: dict[str, bytes] = {}
         self._status: dict[str, bytes] = {}
         self._inflight: dict[int, int] = {}  # paho mid -> queue row id
+        self._sent_at: dict[int, float] = {}  # paho mid -> when it was handed to paho
+        self.publish_latency = LatencyHistogram()
+        self.on_command = on_command if settings.commands else None
+        self.commands = 0
         self._live_cursor = 0  # last row handed to paho in the live lane
         self._replay_cursor = 0  # last row handed to paho in the backlog lane
         self._boundary = 0  # rows up to here were queued before the last connect
@@ -83,7 +91,7 @@ class MqttSink:
         self._tokens = 0.0
         self._tokens_at = 0.0
         self._attempt = 0
-        self._acks: deque[int] = deque()
+        self._acks: deque[tuple[int, float]] = deque()
         self.connected = False
         self._stopping = False
         self.published = 0
@@ -123,6 +131,7 @@ class MqttSink:
         client.on_disconnect = self._on_disconnect
         client.on_connect_fail = self._on_connect_fail
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
         return client
 
     def _on_connect(self, client: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
@@ -144,6 +153,8 @@ class MqttSink:
             client.publish(f"{self.prefix}/{device}/meta", payload, qos=1, retain=True)
         for device, payload in self._status.items():
             client.publish(f"{self.prefix}/{device}/status", payload, qos=1, retain=True)
+        if self.on_command is not None:
+            client.subscribe(f"{self.prefix}/+/set", qos=1)
         self.connected = True
         self._begin_replay()
         self._wake.set()
@@ -186,8 +197,17 @@ class MqttSink:
         self._ratelimit.log("connect", logging.WARNING, msg, broker=self._broker, **fields)
 
     def _on_publish(self, _c: Any, _u: Any, mid: int, _r: Any, _p: Any) -> None:
-        self._acks.append(mid)
+        self._acks.append((mid, time.monotonic()))
         self._notify()
+
+    def _on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
+        # P/G/<device>/set: handed to the gateway on the event loop thread
+        parts = msg.topic.split("/")
+        loop, handler = self._loop, self.on_command
+        if handler is None or loop is None or loop.is_closed() or len(parts) < 2 or parts[-1] != "set":
+            return
+        self.commands += 1
+        loop.call_soon_threadsafe(handler, parts[-2], bytes(msg.payload))
 
     def _notify(self, reset: bool = False) -> None:
         loop = self._loop
@@ -199,6 +219,7 @@ class MqttSink:
     def _reset_window(self) -> None:
         # QoS 0: paho drops what it could not send; the next connect's replay sends it again
         self._inflight.clear()
+        self._sent_at.clear()
 
     def _birth(self) -> bytes:
         return _json({"state": "online", "ts": now_ms(), "version": __version__})
@@ -282,11 +303,15 @@ class MqttSink:
     def _cycle(self) -> None:
         acks = self._acks
         done = []
+        sent_at, latency = self._sent_at, self.publish_latency
         while acks:
-            mid = acks.popleft()
+            mid, at = acks.popleft()
             row = self._inflight.pop(mid, None)
             if row is not None:
                 done.append(row)
+                t = sent_at.pop(mid, None)
+                if t is not None:
+                    latency.observe(at - t)
         if done:
             self.acked += len(done)
             self.queue.ack(done)
@@ -376,6 +401,7 @@ class MqttSink:
         if info.rc not in (paho.MQTT_ERR_SUCCESS, paho.MQTT_ERR_NO_CONN):
             return False
         self._inflight[info.mid] = row_id
+        self._sent_at[info.mid] = time.monotonic()
         self.published += 1
         return True
 
@@ -395,6 +421,7 @@ class MqttSink:
         """Carry the devices' last statuses over from the sink this one replaces."""
         self._status.update(old._status)
         self.published, self.acked, self.replayed = old.published, old.acked, old.replayed
+        self.commands, self.publish_latency = old.commands, old.publish_latency
 
     async def stop(self, devices: list[str]) -> None:
         """Flush what can be flushed within `flush_timeout`, set statuses offline, disconnect."""

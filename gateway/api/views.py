@@ -1,0 +1,174 @@
+"""What the API and the status page show, read from the running gateway (no I/O to devices)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+from identifier.rules import STREAM as IDENTIFIER_STREAM
+
+from .. import __version__
+from ..config.units import UNECE_REC20
+
+if TYPE_CHECKING:
+    from ..runtime import Gateway
+
+
+def device_ids(gw: Gateway) -> list[str]:
+    return [gw.cfg.devices[r.index].id for r in gw.loaded.devices]
+
+
+def _latency(h: Any) -> dict[str, float | None]:
+    return {"p50_ms": _ms(h.quantile(0.5)), "p99_ms": _ms(h.quantile(0.99)), "count": h.count}
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
+
+
+def device_info(gw: Gateway, device: str, counters: bool = False) -> dict[str, Any]:
+    resolved = next(r for r in gw.loaded.devices if gw.cfg.devices[r.index].id == device)
+    dev = gw.cfg.devices[resolved.index]
+    runner = gw.runners.get(device)
+    out: dict[str, Any] = {
+        "id": device,
+        "model": dev.model,
+        "protocol": dev.protocol,
+        "enabled": dev.enabled,
+        "state": runner.state if runner else "disabled",
+        "reason": runner.reason if runner else None,
+        "points": len(resolved.points),
+        "poll_interval_s": dev.poll.interval,
+    }
+    if runner is not None:
+        c = runner.group.counters
+        out["last_error"] = c.last_error
+        out["last_error_ts"] = c.last_error_ts
+        out["last_poll_ts"] = runner.latest_ts
+        if counters:
+            d = runner.driver
+            out["counters"] = {
+                "polls": c.polls,
+                "failed_polls": c.failed_polls,
+                "overruns": c.overruns,
+                "requests": getattr(d, "request_count", 0),
+                "request_errors": getattr(d, "error_count", 0),
+                "writes": c.writes,
+                "failed_writes": c.failed_writes,
+                "last_poll_ms": round(c.last_poll_ms, 3),
+                "poll_latency": _latency(c.poll_latency),
+            }
+            lat = getattr(d, "latency", None)
+            if lat is not None:
+                out["counters"]["request_latency"] = _latency(lat)
+    return out
+
+
+def device_points(gw: Gateway, device: str) -> dict[str, Any]:
+    resolved = next(r for r in gw.loaded.devices if gw.cfg.devices[r.index].id == device)
+    runner = gw.runners.get(device)
+    latest = {r.id: r for r in runner.latest} if runner else {}
+    points: dict[str, Any] = {}
+    for e in resolved.points:
+        p: dict[str, Any] = e.meta()
+        if e.unit in UNECE_REC20:
+            p["symbol"] = UNECE_REC20[e.unit][0]
+        r = latest.get(e.id)
+        if r is not None:
+            p["v"], p["q"] = r.v, r.q
+            if r.reason is not None:
+                p["reason"] = r.reason
+            if r.ts is not None:
+                p["source_ts"] = r.ts
+        else:
+            p["v"], p["q"], p["reason"] = None, "bad", "not read yet"
+        points[e.id] = p
+    return {"device": device, "ts": runner.latest_ts if runner else None, "points": points}
+
+
+def queues(gw: Gateway) -> dict[str, Any]:
+    q = gw.queue
+    if q is None:
+        return {}
+    out: dict[str, Any] = {
+        s: {"messages": q.depth_of(s), "bytes": q.sizes.get(s, 0)}
+        for s in sorted({"mqtt", IDENTIFIER_STREAM, "influxdb", *q.depths})
+    }
+    out["dropped"] = q.dropped
+    out["max_bytes"] = q.max_bytes
+    return out
+
+
+def identifiers(gw: Gateway, state: str | None, limit: int) -> list[dict[str, Any]]:
+    q = gw.queue
+    assert q is not None
+    out: list[dict[str, Any]] = []
+    if state in (None, "queued"):
+        q.commit()
+        for _row, handle, body in q.after(IDENTIFIER_STREAM, 0, limit):
+            item: dict[str, Any] = {"handle": handle, "state": "queued"}
+            try:
+                fired = json.loads(body)
+                item["rule"] = fired.get("rule")
+                item["ts"] = fired.get("ts")
+            except (ValueError, AttributeError):
+                pass
+            out.append(item)
+        out.reverse()  # newest first, as the outcomes
+    if state != "queued":
+        for handle, st, message, ts in q.outcomes(IDENTIFIER_STREAM, state, limit=limit):
+            item = {"handle": handle, "state": st, "ts": ts}
+            if message:
+                item["error" if st == "failed" else "note"] = message
+            out.append(item)
+    return out[:limit]
+
+
+def summary(gw: Gateway, started: float) -> dict[str, Any]:
+    m, r, i = gw.mqtt, gw.registrar, gw.influx
+    out: dict[str, Any] = {
+        "gateway": gw.cfg.gateway.id,
+        "version": __version__,
+        "uptime_s": round(time.time() - started, 1),
+        "location": gw.cfg.gateway.location.model_dump(exclude_none=True),
+        "devices": {
+            "configured": len(gw.loaded.devices),
+            "online": sum(1 for x in gw.runners.values() if x.state == "online"),
+        },
+        "samples": gw.samples,
+        "point_values": gw.point_values,
+        "queues": queues(gw),
+        "ready": not gw.not_ready(),
+    }
+    if m is not None:
+        out["mqtt"] = {
+            "broker": f"{m.s.host}:{m.s.port}",
+            "connected": m.connected,
+            "published": m.published,
+            "acked": m.acked,
+            "replayed": m.replayed,
+            "publish_latency": _latency(m.publish_latency),
+        }
+    if i is not None:
+        out["influxdb"] = {
+            "url": i.s.url,
+            "healthy": i.healthy,
+            "written": i.written,
+            "failures": i.failures,
+            "last_error": i.last_error,
+        }
+    if r is not None:
+        out["identifier"] = r.status()
+    return out
+
+
+def snapshot(gw: Gateway, started: float) -> dict[str, Any]:
+    """Everything the status page shows, in one message of its live feed."""
+    devices = []
+    for d in device_ids(gw):
+        info = device_info(gw, d)
+        info["values"] = device_points(gw, d)["points"]
+        devices.append(info)
+    recent = identifiers(gw, None, 10) if gw.registrar is not None and gw.queue is not None else []
+    return {"summary": summary(gw, started), "devices": devices, "identifiers": recent}
