@@ -26,3 +26,13 @@ def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untype
         terminalreporter.section("delivery under faults")
         for line in REPORT:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def api_plant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """One running plant shared by the API, metrics, InfluxDB and status page tests."""
+    from api_plant import ApiPlant
+
+    plant = ApiPlant(tmp_path_factory.mktemp("api"))
+    yield plant
+    plant.stop()

@@ -188,3 +188,26 @@ def in_order_after_dedup(seqs: list[int]) -> bool:
         seen.add(s)
         last = s
     return True
+
+
+def start_victoria_metrics(tmp: Path, port: int, store: Path | None = None) -> Proc:
+    """VictoriaMetrics on loopback: it accepts the InfluxDB v2 write API (/api/v2/write) and
+    answers queries, so the InfluxDB sink is tested against a real server."""
+    binary = shutil.which("victoria-metrics") or "/usr/bin/victoria-metrics"
+    if not os.path.exists(binary):
+        raise RuntimeError("victoria-metrics is not installed (apt-get install -y victoria-metrics)")
+    store = store or tmp / f"vm-{port}"
+    proc = Proc(
+        [
+            binary,
+            f"-httpListenAddr=127.0.0.1:{port}",
+            f"-storageDataPath={store}",
+            "-retentionPeriod=100y",
+            "-search.latencyOffset=0s",
+            "-search.disableCache",
+            "-loggerLevel=ERROR",
+        ],
+        tmp / f"vm-{port}-{time.monotonic_ns()}.log",
+    )
+    wait_port(port, 20)
+    return proc

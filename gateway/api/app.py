@@ -15,7 +15,7 @@ import time
 from importlib import resources
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -33,6 +33,8 @@ from . import views
 if TYPE_CHECKING:
     from ..runtime import Gateway
 
+# the shape of an identifier (identifier.syntax checks the details and says what is wrong)
+HANDLE_PATTERN = r"^[0-9]+(\.[0-9]+)*/[A-Za-z0-9_.:-]+$"
 _KIND_STATUS = {"unknown": 404, "read_only": 409, "bad_value": 422, "disabled": 403}
 
 
@@ -55,6 +57,7 @@ class Problem(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": Problem, "description": text}
     for code, text in (
+        (400, "the body is not JSON"),
         (401, "no token"),
         (403, "wrong token, or write-back not enabled"),
         (404, "unknown device, point or identifier"),
@@ -215,7 +218,12 @@ def create_app(gw: Gateway) -> FastAPI:
         return views.identifiers(gw, state, limit)
 
     @app.get("/api/v1/identifiers/{handle:path}", tags=["identifiers"], responses=ERRORS)
-    async def resolve(handle: str, _: Read) -> dict[str, Any]:
+    async def resolve(
+        handle: Annotated[
+            str, Path(pattern=HANDLE_PATTERN, description="PREFIX/SUFFIX, e.g. 88.118.8/SN-000123")
+        ],
+        _: Read,
+    ) -> dict[str, Any]:
         """Resolve an identifier through the secondary node."""
         if gw.registrar is None:
             raise ApiError(404, "no identifier node is configured")
