@@ -1,0 +1,111 @@
+"""The status page in a real headless browser (Debian's chromium + chromedriver via Selenium)
+against the running gateway: live values appear and change, devices, queues and identifier
+registrations are shown, the labels switch between English and Chinese.
+
+Set EDGEGW_SCREENSHOTS=<dir> to keep the screenshots (the README's come from this test)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from api_plant import PREFIX, ApiPlant
+from harness import wait_for
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+
+
+def _binary(name: str, *fallbacks: str) -> str:
+    for candidate in (shutil.which(name), *fallbacks):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    raise RuntimeError(f"{name} is not installed (apt-get install -y chromium chromium-driver)")
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[WebDriver]:
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = _binary("chromium", "/usr/bin/chromium")
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",  # CI runs as root
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1480",
+        "--lang=en-US",
+        f"--user-data-dir={tmp_path / 'chromium'}",
+    ):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(_binary("chromedriver", "/usr/bin/chromedriver")), options=opts)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _cell(browser: WebDriver, device: str, point: str) -> str:
+    found = browser.find_elements(By.CSS_SELECTOR, f"#dev-{device} tr[data-point={point}] td[data-v]")
+    return found[0].text if found else ""
+
+
+def _shot(browser: WebDriver, name: str, tmp: Path) -> None:
+    browser.save_screenshot(str(tmp / name))
+    keep = os.environ.get("EDGEGW_SCREENSHOTS")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        shutil.copy(tmp / name, Path(keep) / name)
+
+
+def test_status_page_shows_live_values(api_plant: ApiPlant, browser: WebDriver, tmp_path: Path) -> None:
+    p = api_plant
+    serial = f"PAGE-{int(time.time() * 1000) % 10**9}"
+    p.hold("im-a", "product_serial", serial)
+    browser.get(p.base + "/")
+    first = wait_for(lambda: _cell(browser, "im-a", "barrel_temp_1") not in ("", "—"), 15, "a live value")
+    assert first
+    before = _cell(browser, "im-a", "barrel_temp_1")
+    wait_for(lambda: _cell(browser, "im-a", "barrel_temp_1") != before, 15, "the value changing")
+    # the values shown are the gateway's
+    shown = float(_cell(browser, "im-a", "shot_count"))
+    api = p.get("/api/v1/devices/im-a/points").json()["points"]["shot_count"]["v"]
+    assert abs(shown - api) <= 10
+    page = browser.find_element(By.TAG_NAME, "body").text
+    assert "Barrel temperature zone 1" in page and "°C" in page
+    assert "online" in browser.find_element(By.CSS_SELECTOR, "#dev-em-c h2").text
+    assert browser.find_elements(By.CSS_SELECTOR, "#queues tr[data-stream=mqtt]")
+    assert "Queues" in page and "Recent identifier registrations" in page
+    wait_for(lambda: f"{PREFIX}/{serial}" in browser.find_element(By.ID, "ids").text, 15, "the registration")
+    assert "live" in browser.find_element(By.ID, "live").text
+    _shot(browser, "status-page.png", tmp_path)
+
+    # Chinese labels, and the choice survives a reload of the page
+    browser.find_element(By.ID, "lang").click()
+    wait_for(lambda: "缓存队列" in browser.find_element(By.TAG_NAME, "body").text, 5, "Chinese labels")
+    body = browser.find_element(By.TAG_NAME, "body").text
+    assert "料筒温度1区" in body and "最近的标识注册" in body and "在线" in body
+    browser.refresh()
+    wait_for(
+        lambda: "料筒温度1区" in browser.find_element(By.TAG_NAME, "body").text, 15, "Chinese after reload"
+    )
+    _shot(browser, "status-page.zh.png", tmp_path)
+    browser.find_element(By.ID, "lang").click()
+
+    # a device that stops answering turns offline on the page, with its error
+    p.fault("em-c", "silent")
+    try:
+        wait_for(
+            lambda: "offline" in browser.find_element(By.CSS_SELECTOR, "#dev-em-c h2").text, 20, "offline"
+        )
+        assert "no response" in browser.find_element(By.ID, "dev-em-c").text
+    finally:
+        p.fault("em-c", None)
+    wait_for(
+        lambda: "online" in browser.find_element(By.CSS_SELECTOR, "#dev-em-c h2").text, 20, "online again"
+    )
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors
