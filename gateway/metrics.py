@@ -8,7 +8,7 @@ collector (from /proc).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
@@ -26,6 +26,7 @@ from . import __version__
 
 if TYPE_CHECKING:
     from .runtime import Gateway
+    from .scheduler import DeviceRunner
 
 
 def _buckets(h: LatencyHistogram) -> list[tuple[str, float]]:
@@ -35,6 +36,35 @@ def _buckets(h: LatencyHistogram) -> list[tuple[str, float]]:
         out.append((f"{bound:g}", total))
     out.append(("+Inf", h.count))
     return out
+
+
+# per-device metrics: (name, help, value from the device's runner), labelled device and protocol
+_PER_DEVICE: list[tuple[str, str, Callable[[DeviceRunner], float]]] = [
+    ("up", "1 while the device answers polls", lambda r: 1.0 if r.state == "online" else 0.0),
+    ("polls", "poll cycles started", lambda r: r.group.counters.polls),
+    (
+        "poll_errors",
+        "poll cycles in which the device could not be read",
+        lambda r: r.group.counters.failed_polls,
+    ),
+    (
+        "overruns",
+        "poll deadlines skipped because a poll overran its interval",
+        lambda r: r.group.counters.overruns,
+    ),
+    ("requests", "requests sent to the device", lambda r: getattr(r.driver, "request_count", 0)),
+    (
+        "request_errors",
+        "requests that timed out or were answered with an error",
+        lambda r: getattr(r.driver, "error_count", 0),
+    ),
+    ("writes", "write-back requests sent to the device", lambda r: r.group.counters.writes),
+    (
+        "write_errors",
+        "write-back requests the device refused or did not answer",
+        lambda r: r.group.counters.failed_writes,
+    ),
+]
 
 
 class GatewayCollector:
@@ -47,57 +77,25 @@ class GatewayCollector:
         info.add_metric([], {"version": __version__, "gateway": gw.cfg.gateway.id})
         yield info
 
-        up = GaugeMetricFamily(
-            "edgegw_device_up", "1 while the device answers polls", labels=["device", "protocol"]
-        )
-        polls = CounterMetricFamily(
-            "edgegw_device_polls", "poll cycles started", labels=["device", "protocol"]
-        )
-        failed = CounterMetricFamily(
-            "edgegw_device_poll_errors",
-            "poll cycles in which the device could not be read",
-            labels=["device", "protocol"],
-        )
-        overruns = CounterMetricFamily(
-            "edgegw_device_overruns",
-            "poll deadlines skipped because a poll overran its interval",
-            labels=["device"],
-        )
-        requests = CounterMetricFamily(
-            "edgegw_device_requests", "requests sent to the device", labels=["device", "protocol"]
-        )
-        request_errors = CounterMetricFamily(
-            "edgegw_device_request_errors",
-            "requests that timed out or were answered with an error",
-            labels=["device", "protocol"],
-        )
-        writes = CounterMetricFamily(
-            "edgegw_device_writes", "write-back requests sent to the device", labels=["device"]
-        )
-        write_errors = CounterMetricFamily(
-            "edgegw_device_write_errors",
-            "write-back requests the device refused or did not answer",
-            labels=["device"],
-        )
+        families = [
+            (GaugeMetricFamily(f"edgegw_device_{name}", text, labels=["device", "protocol"]), get)
+            if name == "up"
+            else (CounterMetricFamily(f"edgegw_device_{name}", text, labels=["device", "protocol"]), get)
+            for name, text, get in _PER_DEVICE
+        ]
         per_protocol_req: dict[str, LatencyHistogram] = {}
         per_protocol_poll: dict[str, LatencyHistogram] = {}
         for device, runner in list(gw.runners.items()):
             protocol = gw.protocol_of(device)
-            c = runner.group.counters
-            up.add_metric([device, protocol], 1.0 if runner.state == "online" else 0.0)
-            polls.add_metric([device, protocol], c.polls)
-            failed.add_metric([device, protocol], c.failed_polls)
-            overruns.add_metric([device], c.overruns)
-            writes.add_metric([device], c.writes)
-            write_errors.add_metric([device], c.failed_writes)
-            d = runner.driver
-            requests.add_metric([device, protocol], getattr(d, "request_count", 0))
-            request_errors.add_metric([device, protocol], getattr(d, "error_count", 0))
-            lat = getattr(d, "latency", None)
+            for family, get in families:
+                family.add_metric([device, protocol], get(runner))
+            lat = getattr(runner.driver, "latency", None)
             if lat is not None:
                 per_protocol_req.setdefault(protocol, LatencyHistogram()).merge(lat)
-            per_protocol_poll.setdefault(protocol, LatencyHistogram()).merge(c.poll_latency)
-        yield from (up, polls, failed, overruns, requests, request_errors, writes, write_errors)
+            per_protocol_poll.setdefault(protocol, LatencyHistogram()).merge(
+                runner.group.counters.poll_latency
+            )
+        yield from (family for family, _ in families)
 
         req_h = HistogramMetricFamily(
             "edgegw_request_duration_seconds", "round trip of one request to a device", labels=["protocol"]
