@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drivers.base import WriteFailed, WriteTimeout
 from identifier.client import from_settings
@@ -31,10 +31,12 @@ from .durable_queue import DurableQueue
 from .logs import event
 from .normalise import Normaliser, Sample
 from .scheduler import DeviceRunner, PollGroup
-from .sinks.influxdb import InfluxSink
 from .sinks.mqtt import MqttSink
 from .wiring import build_driver
 from .writeback import CheckedWrite, WriteRejected, check_write
+
+if TYPE_CHECKING:
+    from .sinks.influxdb import InfluxSink
 
 log = logging.getLogger("edgegw")
 LOCK_FILE = "edgegw.lock"
@@ -162,6 +164,8 @@ class Gateway:
             event(log, logging.WARNING, "no MQTT sink configured: values are polled but not published")
         if self.cfg.northbound.influxdb is not None:
             assert self.queue is not None
+            from .sinks.influxdb import InfluxSink  # influxdb-client is imported only when used
+
             self.influx = InfluxSink(self.cfg.northbound.influxdb, self.queue, self.loaded.relative)
             await self.influx.start()
         if self.cfg.identifier is not None:
@@ -435,6 +439,8 @@ class Gateway:
         if self.queue is None:
             event(log, logging.ERROR, "adding the InfluxDB sink to a gateway without a queue needs a restart")
             return
+        from .sinks.influxdb import InfluxSink
+
         self.influx = InfluxSink(settings, self.queue, new.relative)
         for r in new.devices:
             if new.config.devices[r.index].id in self.runners:
