@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from drivers.base import Driver
 from drivers.modbus.codec import RegisterPoint
+from drivers.modbus.rtu import ModbusRtuDriver, SerialBus
 from drivers.modbus.tcp import ModbusTcpDriver
 
 from .config import LoadedConfig
@@ -36,6 +37,20 @@ def build_driver(loaded: LoadedConfig, resolved: ResolvedDevice) -> Driver:
         return ModbusTcpDriver(
             c.host,
             c.port,
+            c.unit_id,
+            c.timeout,
+            register_points(dev, resolved),
+            dev.planner.max_registers,
+            dev.planner.max_bits,
+            dev.planner.max_gap,
+        )
+    if isinstance(dev, ModbusRtuDevice):
+        c = dev.connection
+        bus = SerialBus.for_port(
+            c.port, (c.baudrate, c.bytesize, c.parity, float(c.stopbits)), c.inter_frame or 0.0
+        )
+        return ModbusRtuDriver(
+            bus,
             c.unit_id,
             c.timeout,
             register_points(dev, resolved),

@@ -34,7 +34,7 @@ from .values import ValueGenerator
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
 _FC_AREA = {1: "co", 5: "co", 15: "co", 2: "di", 3: "hr", 6: "hr", 16: "hr", 22: "hr", 23: "hr", 4: "ir"}
-FAULTS = ("none", "silent", "exception", "drop", "slow", "garbage", "partial")
+FAULTS = ("none", "silent", "exception", "drop", "slow", "garbage", "partial", "crc")
 
 
 @dataclass
@@ -135,6 +135,8 @@ class SimulatedDevice:
 class ModbusTcpSimulator:
     """One listening port, serving one or more devices by unit id."""
 
+    UNIT_AT = 6  # where the unit id is in a frame (MBAP header)
+
     def __init__(self, host: str, port: int, devices: list[SimulatedDevice]):
         self.host, self.port = host, port
         self.devices = {d.unit_id: d for d in devices}
@@ -195,12 +197,15 @@ class ModbusTcpSimulator:
             conn.close()
 
     def _trace_packet(self, sending: bool, data: bytes) -> bytes:
-        if sending and len(data) > 6:
-            dev = self.devices.get(data[6])
-            if dev is not None and dev.fault.mode == "garbage":
+        if sending and len(data) > self.UNIT_AT:
+            dev = self.devices.get(data[self.UNIT_AT])
+            mode = dev.fault.mode if dev is not None else "none"
+            if mode == "garbage":
                 return os.urandom(max(len(data), 9))
-            if dev is not None and dev.fault.mode == "partial":
+            if mode == "partial":
                 return data[: len(data) // 2]
+            if mode == "crc":  # the last byte is the CRC's high byte on RTU
+                return data[:-1] + bytes([data[-1] ^ 0x5A])
         return data
 
     async def start(self) -> None:

@@ -13,9 +13,10 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, Field
 
 from gateway.config import LoadedConfig
-from gateway.config.schema import ModbusTcpDevice
+from gateway.config.schema import ModbusRtuDevice, ModbusTcpDevice
 from gateway.wiring import register_points
 
+from .modbus_rtu import ModbusRtuSimulator
 from .modbus_tcp import FAULTS, Fault, ModbusTcpSimulator, SimulatedDevice, SimulatedPoint
 from .values import ValueGenerator
 
@@ -33,20 +34,31 @@ class HoldBody(BaseModel):
 
 
 def build_simulators(loaded: LoadedConfig, bind: str, period: float = 60.0) -> list[ModbusTcpSimulator]:
+    """One Modbus TCP server per port, one RTU bus (a pty pair) per serial port."""
     by_port: dict[int, list[SimulatedDevice]] = {}
+    by_line: dict[str, tuple[tuple[int, int, str, float], list[SimulatedDevice]]] = {}
     for resolved in loaded.devices:
         dev = loaded.config.devices[resolved.index]
-        if not isinstance(dev, ModbusTcpDevice) or not dev.enabled:
+        if not isinstance(dev, ModbusTcpDevice | ModbusRtuDevice) or not dev.enabled:
             continue
         regs = register_points(dev, resolved)
         points = [
             SimulatedPoint(r, e, ValueGenerator(dev.id, e, period))
             for r, e in zip(regs, resolved.points, strict=True)
         ]
-        by_port.setdefault(dev.connection.port, []).append(
-            SimulatedDevice(dev.id, dev.connection.unit_id, points)
-        )
-    return [ModbusTcpSimulator(bind, port, devs) for port, devs in sorted(by_port.items())]
+        device = SimulatedDevice(dev.id, dev.connection.unit_id, points)
+        if isinstance(dev, ModbusTcpDevice):
+            by_port.setdefault(dev.connection.port, []).append(device)
+        else:
+            c = dev.connection
+            by_line.setdefault(c.port, ((c.baudrate, c.bytesize, c.parity, float(c.stopbits)), []))[1].append(
+                device
+            )
+    sims: list[ModbusTcpSimulator] = [
+        ModbusTcpSimulator(bind, port, devs) for port, devs in sorted(by_port.items())
+    ]
+    sims += [ModbusRtuSimulator(line, settings, devs) for line, (settings, devs) in sorted(by_line.items())]
+    return sims
 
 
 def control_app(sims: list[ModbusTcpSimulator]) -> Any:
@@ -63,7 +75,12 @@ def control_app(sims: list[ModbusTcpSimulator]) -> Any:
     @app.get("/devices")
     def list_devices() -> dict[str, Any]:
         return {
-            i: {"port": s.port, "unit_id": d.unit_id, "fault": d.fault.mode, "requests": d.requests}
+            i: {
+                "port": getattr(s, "path", s.port),
+                "unit_id": d.unit_id,
+                "fault": d.fault.mode,
+                "requests": d.requests,
+            }
             for i, (s, d) in devices.items()
         }
 
@@ -93,6 +110,24 @@ def control_app(sims: list[ModbusTcpSimulator]) -> Any:
         if not d.hold(point_id, None):
             raise HTTPException(404, f"device '{device_id}' has no point '{point_id}'")
         return {"device": device_id, "point": point_id, "value": None}
+
+    @app.delete("/devices/{device_id}/port")
+    async def unplug(device_id: str) -> dict[str, Any]:
+        """Pull the serial adapter of an RTU device's bus: its port path disappears."""
+        s, _ = get(device_id)
+        if not isinstance(s, ModbusRtuSimulator):
+            raise HTTPException(422, f"'{device_id}' is not on a serial bus")
+        await s.unplug()
+        return {"port": s.path, "plugged": False}
+
+    @app.put("/devices/{device_id}/port")
+    async def plug(device_id: str) -> dict[str, Any]:
+        """Plug the adapter back in: the port path comes back."""
+        s, _ = get(device_id)
+        if not isinstance(s, ModbusRtuSimulator):
+            raise HTTPException(422, f"'{device_id}' is not on a serial bus")
+        await s.plug()
+        return {"port": s.path, "plugged": True}
 
     @app.delete("/devices/{device_id}/fault")
     def clear_fault(device_id: str) -> dict[str, Any]:
@@ -153,17 +188,19 @@ async def run(
 
     sims = build_simulators(loaded, bind, period) if loaded is not None else []
     if not sims and idnode is None:
-        log.error("the config has no modbus-tcp device or identifier node to simulate")
+        log.error("the config has no Modbus device or identifier node to simulate")
         return 2
     servers: list[tuple[Any, asyncio.Task[None]]] = []
     try:
         for s in sims:
             await s.start()
             for d in s.devices.values():
-                print(
-                    f"simulating {d.id}: modbus-tcp {bind}:{s.port} unit {d.unit_id}, {len(d.points)} points",
-                    flush=True,
+                where = (
+                    f"modbus-rtu on {s.path} (serial server on {s.pair.sim_link})"
+                    if isinstance(s, ModbusRtuSimulator)
+                    else f"modbus-tcp {bind}:{s.port}"
                 )
+                print(f"simulating {d.id}: {where} unit {d.unit_id}, {len(d.points)} points", flush=True)
         if idnode is not None:
             prefixes = tuple(sorted({p for _, ps in idnode.users.values() for p in ps}))
             app = idnode_sim.build(
@@ -183,6 +220,8 @@ async def run(
             print(f"control API on http://{host or '127.0.0.1'}:{port}", flush=True)
     except OSError as exc:
         log.error("%s", exc)
+        for s in sims:
+            await s.stop()
         return 1
     print("simulators ready", flush=True)
     stop = asyncio.Event()

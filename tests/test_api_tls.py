@@ -48,7 +48,9 @@ def test_api_over_tls_with_token_from_env(tmp_path) -> None:  # type: ignore[no-
         auth = {"Authorization": f"Bearer {TOKEN}"}
         ca = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
         wait_for(
-            lambda: httpx.get(f"{base}/api/v1/devices/em-1", headers=auth, verify=ca).json()["state"] == "online",
+            lambda: (
+                httpx.get(f"{base}/api/v1/devices/em-1", headers=auth, verify=ca).json()["state"] == "online"
+            ),
             15,
             "the meter online over HTTPS",
         )
@@ -79,7 +81,10 @@ def test_api_port_taken_is_a_clear_error(tmp_path) -> None:  # type: ignore[no-u
         port = taken.getsockname()[1]
         cfg = _config(tmp_path, free_port(), f"api: {{listen: '127.0.0.1:{port}'}}\n")
         out = subprocess.run(
-            [sys.executable, "-m", "gateway.cli", "run", "-c", str(cfg)], capture_output=True, text=True, timeout=30
+            [sys.executable, "-m", "gateway.cli", "run", "-c", str(cfg)],
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
     assert out.returncode == 1
     assert f"the HTTP API cannot listen on 127.0.0.1:{port}" in out.stdout + out.stderr

@@ -26,7 +26,7 @@ from .units import UNECE_REC20
 
 # Protocols and sections this build can run. Others validate by shape but are refused, so a
 # config never silently runs with part of it ignored.
-SUPPORTED_PROTOCOLS = {"modbus-tcp"}
+SUPPORTED_PROTOCOLS = {"modbus-tcp", "modbus-rtu"}
 
 
 @dataclass(slots=True)
@@ -84,6 +84,7 @@ def check(
         if isinstance(dev, ModbusTcpDevice | ModbusRtuDevice):
             addresses = _check_modbus(dev, path, points, problems)
         resolved.append(ResolvedDevice(i, points, addresses))
+    problems += _check_serial_buses(devices)
     for model_id, model in cfg.models.items():
         ids: set[str] = set()
         for j, p in enumerate(model.points):
@@ -100,6 +101,39 @@ def check(
     known.update({cfg.devices[r.index].id: {e.id for e in r.points} for r in resolved})
     problems += check_rules(cfg, known)
     return resolved, problems
+
+
+def _check_serial_buses(devices: list[tuple[int, Device]]) -> list[tuple[Path_, str]]:
+    """Modbus RTU devices on one port share the bus: one line setting, distinct unit ids."""
+    problems: list[tuple[Path_, str]] = []
+    first: dict[str, tuple[int, ModbusRtuDevice]] = {}
+    units: dict[tuple[str, int], int] = {}
+    for i, dev in devices:
+        if not isinstance(dev, ModbusRtuDevice) or not dev.enabled:
+            continue
+        c = dev.connection
+        path: Path_ = ("devices", i, "connection")
+        if c.port in first:
+            j, other = first[c.port]
+            for key in ("baudrate", "bytesize", "parity", "stopbits"):
+                if getattr(c, key) != getattr(other.connection, key):
+                    problems.append(
+                        (
+                            (*path, key),
+                            f"{key} {getattr(c, key)} differs from {getattr(other.connection, key)} of "
+                            f"devices[{j}] ('{other.id}') on the same port {c.port}: one bus has one line setting",
+                        )
+                    )
+        else:
+            first[c.port] = (i, dev)
+        if (c.port, c.unit_id) in units:
+            j = units[(c.port, c.unit_id)]
+            problems.append(
+                ((*path, "unit_id"), f"unit id {c.unit_id} is also devices[{j}]'s on the bus {c.port}")
+            )
+        else:
+            units[(c.port, c.unit_id)] = i
+    return problems
 
 
 def _dedupe(problems: list[tuple[Path_, str]]) -> list[tuple[Path_, str]]:

@@ -1,0 +1,211 @@
+"""What Modbus TCP and RTU share: the read plan, decoding whole blocks, exception reasons,
+and writes. A subclass supplies the connection (`_connect`, `_drop`) and how one request goes
+over it (`_request`), and says what a timeout does to the line (`_after_timeout`).
+
+A Modbus exception response marks only that request's points bad; a timeout or a lost
+connection on every request makes the device unreachable (the scheduler then backs off).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+
+from ..base import DeviceUnreachable, LatencyHistogram, PointError, WriteFailed, WriteTimeout
+from .address import BIT_AREAS
+from .codec import BlockDecoder, EncodeError, RegisterPoint, encode_value
+from .planner import ReadRequest, RegisterSpan, plan_reads
+
+# pymodbus logs every frame at debug and tracebacks at error; the gateway reports outcomes itself.
+logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+
+EXCEPTION_NAMES = {
+    1: "illegal function",
+    2: "illegal data address",
+    3: "illegal data value",
+    4: "server device failure",
+    5: "acknowledge",
+    6: "server device busy",
+    8: "memory parity error",
+    10: "gateway path unavailable",
+    11: "gateway target device failed to respond",
+}
+
+
+def exception_reason(code: int) -> str:
+    return f"modbus exception {code} ({EXCEPTION_NAMES.get(code, 'unknown')})"
+
+
+class ModbusDriver:
+    def __init__(
+        self,
+        unit_id: int,
+        timeout: float,
+        points: Sequence[RegisterPoint],
+        max_registers: int = 125,
+        max_bits: int = 2000,
+        max_gap: int = 16,
+    ):
+        self.unit_id, self.timeout = unit_id, timeout
+        self.points = list(points)
+        self._by_id = {p.id: p for p in self.points}
+        spans = [RegisterSpan(p.area, p.offset, p.width) for p in self.points]
+        self.requests: list[ReadRequest] = plan_reads(spans, max_registers, max_bits, max_gap)
+        self._decoders = [
+            BlockDecoder(r.start, r.count, [self.points[i] for i in r.points]) for r in self.requests
+        ]
+        self.request_count = 0
+        self.error_count = 0
+        self.latency = LatencyHistogram()
+
+    # ---- what a transport supplies ----
+
+    @property
+    def connected(self) -> bool:
+        raise NotImplementedError
+
+    async def connect(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def _request(self, call: Callable[[Any], Awaitable[Any]]) -> Any:
+        """Send one request (call(client)) and return the response."""
+        raise NotImplementedError
+
+    async def _after_timeout(self) -> bool:
+        """After a request timed out: make sure a late answer cannot be taken for the next
+        request's. Returns True when the connection was closed (the rest of the cycle is lost)."""
+        raise NotImplementedError
+
+    def _timeout_reason(self) -> str:
+        return f"no response within {self.timeout:g}s"
+
+    def _lost_reason(self, exc: BaseException) -> str:
+        return f"connection lost: {_short(exc)}"
+
+    # ---- reading ----
+
+    @staticmethod
+    def _read_call(area: str, start: int, count: int, unit: int) -> Callable[[Any], Awaitable[Any]]:
+        def call(c: Any) -> Awaitable[Any]:
+            if area == "hr":
+                return c.read_holding_registers(start, count=count, device_id=unit)  # type: ignore[no-any-return]
+            if area == "ir":
+                return c.read_input_registers(start, count=count, device_id=unit)  # type: ignore[no-any-return]
+            if area == "co":
+                return c.read_coils(start, count=count, device_id=unit)  # type: ignore[no-any-return]
+            return c.read_discrete_inputs(start, count=count, device_id=unit)  # type: ignore[no-any-return]
+
+        return call
+
+    async def read(self) -> list[object]:
+        if not self.connected:
+            await self.connect()
+        values: list[object] = [None] * len(self.points)
+        answered = 0
+        last_failure = "timeout"
+        for n, (req, decoder) in enumerate(zip(self.requests, self._decoders, strict=True)):
+            self.request_count += 1
+            sent = time.monotonic()
+            closed = False
+            try:
+                resp = await self._request(self._read_call(req.area, req.start, req.count, self.unit_id))
+            except (ModbusIOException, TimeoutError):
+                self.error_count += 1
+                last_failure = self._timeout_reason()
+                failure: object = PointError(last_failure if "CRC" in last_failure else "timeout")
+                closed = await self._after_timeout()
+            except (ConnectionException, OSError) as exc:
+                self.error_count += 1
+                await self.close()
+                raise DeviceUnreachable(self._lost_reason(exc)) from None
+            except ModbusException as exc:
+                self.error_count += 1
+                failure = PointError(f"protocol error: {_short(exc)}")
+                last_failure = str(failure.reason)
+                closed = await self._after_timeout()
+            else:
+                self.latency.observe(time.monotonic() - sent)
+                if resp.isError():
+                    self.error_count += 1
+                    failure = PointError(exception_reason(resp.exception_code))
+                    answered += 1
+                else:
+                    answered += 1
+                    data = resp.bits if req.area in BIT_AREAS else resp.registers
+                    try:
+                        decoded = decoder.decode(data)
+                    except Exception as exc:  # a short or malformed answer from the device
+                        failure = PointError(f"bad response: {_short(exc)}")
+                    else:
+                        for i, v in zip(req.points, decoded, strict=True):
+                            values[i] = v
+                        continue
+            for i in req.points:
+                values[i] = failure
+            if closed:
+                # the connection was closed after a timeout: the rest of this cycle is lost
+                for later in self.requests[n + 1 :]:
+                    for i in later.points:
+                        values[i] = PointError("timeout")
+                break
+        if answered == 0:
+            raise DeviceUnreachable(last_failure)
+        return values
+
+    # ---- writing ----
+
+    async def write(self, point_id: str, raw_value: object) -> None:
+        p = self._by_id[point_id]
+        if not self.connected:
+            try:
+                await self.connect()
+            except DeviceUnreachable as exc:
+                raise WriteFailed(str(exc)) from None
+        unit = self.unit_id
+        try:
+            if p.area == "co":
+                resp = await self._request(lambda c: c.write_coil(p.offset, bool(raw_value), device_id=unit))
+            elif p.bit is not None:
+                cur = await self._request(
+                    lambda c: c.read_holding_registers(p.offset, count=1, device_id=unit)
+                )
+                if cur.isError():
+                    raise WriteFailed(exception_reason(cur.exception_code))
+                mask = 1 << p.bit
+                word = (cur.registers[0] | mask) if raw_value else (cur.registers[0] & ~mask)
+                resp = await self._request(lambda c: c.write_register(p.offset, word, device_id=unit))
+            else:
+                regs = encode_value(p, raw_value)
+                if len(regs) == 1:
+                    resp = await self._request(lambda c: c.write_register(p.offset, regs[0], device_id=unit))
+                else:
+                    resp = await self._request(lambda c: c.write_registers(p.offset, regs, device_id=unit))
+        except EncodeError as exc:
+            raise WriteFailed(str(exc)) from None
+        except (ModbusIOException, TimeoutError):
+            reason = self._timeout_reason()
+            await self._after_timeout()
+            raise WriteTimeout(reason) from None
+        except (ConnectionException, OSError) as exc:
+            await self.close()
+            raise WriteFailed(self._lost_reason(exc)) from None
+        except ModbusException as exc:
+            await self._after_timeout()
+            raise WriteFailed(_short(exc)) from None
+        if resp.isError():
+            raise WriteFailed(exception_reason(resp.exception_code))
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).replace("Modbus Error: ", "")
+    return text.split("\n", 1)[0][:200] or type(exc).__name__
+
+
+__all__ = ["EXCEPTION_NAMES", "ModbusDriver", "exception_reason"]
