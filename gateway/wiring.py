@@ -32,30 +32,21 @@ def register_points(dev: ModbusTcpDevice | ModbusRtuDevice, resolved: ResolvedDe
 
 def build_driver(loaded: LoadedConfig, resolved: ResolvedDevice) -> Driver:
     dev = loaded.config.devices[resolved.index]
-    if isinstance(dev, ModbusTcpDevice):
+    if isinstance(dev, ModbusTcpDevice | ModbusRtuDevice):
         c = dev.connection
-        return ModbusTcpDriver(
-            c.host,
-            c.port,
-            c.unit_id,
-            c.timeout,
+        plan = (
             register_points(dev, resolved),
             dev.planner.max_registers,
             dev.planner.max_bits,
             dev.planner.max_gap,
         )
-    if isinstance(dev, ModbusRtuDevice):
-        c = dev.connection
+        if isinstance(dev, ModbusTcpDevice):
+            return ModbusTcpDriver(dev.connection.host, dev.connection.port, c.unit_id, c.timeout, *plan)
+        line = dev.connection
         bus = SerialBus.for_port(
-            c.port, (c.baudrate, c.bytesize, c.parity, float(c.stopbits)), c.inter_frame or 0.0
+            line.port,
+            (line.baudrate, line.bytesize, line.parity, float(line.stopbits)),
+            line.inter_frame or 0.0,
         )
-        return ModbusRtuDriver(
-            bus,
-            c.unit_id,
-            c.timeout,
-            register_points(dev, resolved),
-            dev.planner.max_registers,
-            dev.planner.max_bits,
-            dev.planner.max_gap,
-        )
+        return ModbusRtuDriver(bus, c.unit_id, c.timeout, *plan)
     raise ValueError(f"no driver for protocol {dev.protocol}")

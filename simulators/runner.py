@@ -111,23 +111,22 @@ def control_app(sims: list[ModbusTcpSimulator]) -> Any:
             raise HTTPException(404, f"device '{device_id}' has no point '{point_id}'")
         return {"device": device_id, "point": point_id, "value": None}
 
-    @app.delete("/devices/{device_id}/port")
-    async def unplug(device_id: str) -> dict[str, Any]:
-        """Pull the serial adapter of an RTU device's bus: its port path disappears."""
+    async def _adapter(device_id: str, plugged: bool) -> dict[str, Any]:
         s, _ = get(device_id)
         if not isinstance(s, ModbusRtuSimulator):
             raise HTTPException(422, f"'{device_id}' is not on a serial bus")
-        await s.unplug()
-        return {"port": s.path, "plugged": False}
+        await (s.plug() if plugged else s.unplug())
+        return {"port": s.path, "plugged": plugged}
+
+    @app.delete("/devices/{device_id}/port")
+    async def unplug(device_id: str) -> dict[str, Any]:
+        """Pull the serial adapter of an RTU device's bus: its port path disappears."""
+        return await _adapter(device_id, False)
 
     @app.put("/devices/{device_id}/port")
     async def plug(device_id: str) -> dict[str, Any]:
         """Plug the adapter back in: the port path comes back."""
-        s, _ = get(device_id)
-        if not isinstance(s, ModbusRtuSimulator):
-            raise HTTPException(422, f"'{device_id}' is not on a serial bus")
-        await s.plug()
-        return {"port": s.path, "plugged": True}
+        return await _adapter(device_id, True)
 
     @app.delete("/devices/{device_id}/fault")
     def clear_fault(device_id: str) -> dict[str, Any]:
