@@ -83,6 +83,8 @@ class Gateway:
         self._shapes: dict[str, tuple[Any, ...]] = {}
         self._commands: set[asyncio.Task[None]] = set()
         self._reload_lock = asyncio.Lock()
+        self._index: dict[str, ResolvedDevice] = {}
+        self._index_of: LoadedConfig | None = None
 
     def _emit(self, sample: Sample) -> None:
         self.samples += 1
@@ -267,17 +269,22 @@ class Gateway:
 
     # ---- write-back (HTTP PUT and MQTT set) ----
 
+    def resolved(self, device: str) -> ResolvedDevice | None:
+        """A configured device by id (one dict per loaded config: scrapes and the status feed
+        look devices up for every device each time)."""
+        if self._index_of is not self.loaded:
+            self._index = {self.cfg.devices[r.index].id: r for r in self.loaded.devices}
+            self._index_of = self.loaded
+        return self._index.get(device)
+
     def protocol_of(self, device: str) -> str:
-        for r in self.loaded.devices:
-            dev = self.cfg.devices[r.index]
-            if dev.id == device:
-                return dev.protocol
-        return "unknown"
+        r = self.resolved(device)
+        return self.cfg.devices[r.index].protocol if r is not None else "unknown"
 
     async def write_point(self, device: str, point: str, value: object, who: str, via: str) -> CheckedWrite:
         """Check a value against the dictionary and write it through the device's driver,
         between its polls. Raises WriteRejected (before the device), WriteFailed or TimeoutError."""
-        resolved = next((r for r in self.loaded.devices if self.cfg.devices[r.index].id == device), None)
+        resolved = self.resolved(device)
         if resolved is None:
             raise WriteRejected("unknown", f"no device '{device}' in the configuration")
         entry = next((e for e in resolved.points if e.id == point), None)

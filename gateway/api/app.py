@@ -200,7 +200,7 @@ def create_app(gw: Gateway) -> FastAPI:
         return {"ok": True, "device": device, "point": point, "value": done.value}
 
     def _known(device: str) -> None:
-        if device not in views.device_ids(gw):
+        if gw.resolved(device) is None:
             raise ApiError(404, f"no device '{device}' in the configuration")
 
     # ---- identifiers ----

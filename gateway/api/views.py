@@ -28,7 +28,8 @@ def _ms(seconds: float | None) -> float | None:
 
 
 def device_info(gw: Gateway, device: str, counters: bool = False) -> dict[str, Any]:
-    resolved = next(r for r in gw.loaded.devices if gw.cfg.devices[r.index].id == device)
+    resolved = gw.resolved(device)
+    assert resolved is not None  # the routes answer 404 for unknown devices first
     dev = gw.cfg.devices[resolved.index]
     runner = gw.runners.get(device)
     out: dict[str, Any] = {
@@ -66,7 +67,8 @@ def device_info(gw: Gateway, device: str, counters: bool = False) -> dict[str, A
 
 
 def device_points(gw: Gateway, device: str) -> dict[str, Any]:
-    resolved = next(r for r in gw.loaded.devices if gw.cfg.devices[r.index].id == device)
+    resolved = gw.resolved(device)
+    assert resolved is not None  # the routes answer 404 for unknown devices first
     runner = gw.runners.get(device)
     latest = {r.id: r for r in runner.latest} if runner else {}
     points: dict[str, Any] = {}
