@@ -48,9 +48,18 @@ def browser(tmp_path: Path) -> Iterator[WebDriver]:
         driver.quit()
 
 
+def _text(browser: WebDriver, css: str) -> str:
+    """The text of an element, read in one step: the page re-renders the cards every second, so an
+    element found first and read later may already be replaced."""
+    return str(
+        browser.execute_script(
+            "const e = document.querySelector(arguments[0]); return e ? e.innerText : ''", css
+        )
+    )
+
+
 def _cell(browser: WebDriver, device: str, point: str) -> str:
-    found = browser.find_elements(By.CSS_SELECTOR, f"#dev-{device} tr[data-point={point}] td[data-v]")
-    return found[0].text if found else ""
+    return _text(browser, f"#dev-{device} tr[data-point={point}] td[data-v]")
 
 
 def _shot(browser: WebDriver, name: str, tmp: Path) -> None:
@@ -74,38 +83,32 @@ def test_status_page_shows_live_values(api_plant: ApiPlant, browser: WebDriver, 
     shown = float(_cell(browser, "im-a", "shot_count"))
     api = p.get("/api/v1/devices/im-a/points").json()["points"]["shot_count"]["v"]
     assert abs(shown - api) <= 10
-    page = browser.find_element(By.TAG_NAME, "body").text
+    page = _text(browser, "body")
     assert "Barrel temperature zone 1" in page and "°C" in page
-    assert "online" in browser.find_element(By.CSS_SELECTOR, "#dev-em-c h2").text
+    assert "online" in _text(browser, "#dev-em-c h2")
     assert browser.find_elements(By.CSS_SELECTOR, "#queues tr[data-stream=mqtt]")
     assert "Queues" in page and "Recent identifier registrations" in page
-    wait_for(lambda: f"{PREFIX}/{serial}" in browser.find_element(By.ID, "ids").text, 15, "the registration")
-    assert "live" in browser.find_element(By.ID, "live").text
+    wait_for(lambda: f"{PREFIX}/{serial}" in _text(browser, "#ids"), 15, "the registration")
+    assert "live" in _text(browser, "#live")
     _shot(browser, "status-page.png", tmp_path)
 
     # Chinese labels, and the choice survives a reload of the page
     browser.find_element(By.ID, "lang").click()
-    wait_for(lambda: "缓存队列" in browser.find_element(By.TAG_NAME, "body").text, 5, "Chinese labels")
-    body = browser.find_element(By.TAG_NAME, "body").text
+    wait_for(lambda: "缓存队列" in _text(browser, "body"), 5, "Chinese labels")
+    body = _text(browser, "body")
     assert "料筒温度1区" in body and "最近的标识注册" in body and "在线" in body
     browser.refresh()
-    wait_for(
-        lambda: "料筒温度1区" in browser.find_element(By.TAG_NAME, "body").text, 15, "Chinese after reload"
-    )
+    wait_for(lambda: "料筒温度1区" in _text(browser, "body"), 15, "Chinese after reload")
     _shot(browser, "status-page.zh.png", tmp_path)
     browser.find_element(By.ID, "lang").click()
 
     # a device that stops answering turns offline on the page, with its error
     p.fault("em-c", "silent")
     try:
-        wait_for(
-            lambda: "offline" in browser.find_element(By.CSS_SELECTOR, "#dev-em-c h2").text, 20, "offline"
-        )
-        assert "no response" in browser.find_element(By.ID, "dev-em-c").text
+        wait_for(lambda: "offline" in _text(browser, "#dev-em-c h2"), 20, "offline")
+        assert "no response" in _text(browser, "#dev-em-c")
     finally:
         p.fault("em-c", None)
-    wait_for(
-        lambda: "online" in browser.find_element(By.CSS_SELECTOR, "#dev-em-c h2").text, 20, "online again"
-    )
+    wait_for(lambda: "online" in _text(browser, "#dev-em-c h2"), 20, "online again")
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
