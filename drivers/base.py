@@ -74,6 +74,11 @@ class PointError:
     reason: str
 
 
+# A point that a sample has no value for: a line-protocol frame carries some of a device's
+# points (an optional group that did not match). Such a point is left out of the sample.
+ABSENT = PointError("not in this frame")
+
+
 class Driver(Protocol):
     latency: LatencyHistogram  # round trip of each request to the device
     request_count: int

@@ -96,6 +96,16 @@ class GatewayCollector:
                 runner.group.counters.poll_latency
             )
         yield from (family for family, _ in families)
+        rejected = CounterMetricFamily(
+            "edgegw_serial_frames_rejected",
+            "frames of a line-protocol instrument that were not values, by kind "
+            "(noise, partial, overlong, encoding, no_match, overrun)",
+            labels=["device", "kind"],
+        )
+        for device, runner in list(gw.runners.items()):
+            for kind, n in getattr(runner.driver, "frame_errors", {}).items():
+                rejected.add_metric([device, kind], n)
+        yield rejected
 
         req_h = HistogramMetricFamily(
             "edgegw_request_duration_seconds", "round trip of one request to a device", labels=["protocol"]

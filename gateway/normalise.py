@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from drivers.base import PointError
+from drivers.base import ABSENT, PointError
 
 from .dictionary import DictionaryEntry
 
@@ -75,6 +75,7 @@ class Normaliser:
                 )
             )
         self._deadband = [e.deadband for e in entries]
+        self._index = {e.id: i for i, e in enumerate(entries)}
         self._last: list[tuple[object, str] | None] = [None] * len(entries)
         self._last_full = -math.inf
 
@@ -84,6 +85,8 @@ class Normaliser:
             self._plan, raw, strict=True
         ):
             if isinstance(value, PointError):
+                if value is ABSENT:  # a frame with some of the points
+                    continue
                 out.append(Reading(pid, None, BAD, value.reason))
                 continue
             if is_float and not math.isfinite(value):  # type: ignore[arg-type]
@@ -102,25 +105,32 @@ class Normaliser:
             out.append(Reading(pid, value, GOOD))
         return out
 
+    def position(self, point_id: str) -> int:
+        return self._index[point_id]
+
     def all_bad(self, reason: str) -> list[Reading]:
         return [Reading(e.id, None, BAD, reason) for e in self.entries]
 
     def to_publish(self, readings: list[Reading], now: float) -> tuple[list[Reading], bool]:
         """With publish: on_change, the readings that changed beyond their deadband (all of
-        them at each heartbeat). Returns (readings, full)."""
+        them at each heartbeat). Returns (readings, full); full means every point is there."""
+        some = len(readings) != len(self.entries)  # a frame with some of the points
         if not self.on_change:
-            return readings, True
+            return readings, not some
         full = now - self._last_full >= self.heartbeat
         out = []
         last = self._last
+        index = self._index
         for i, r in enumerate(readings):
+            if some:
+                i = index[r.id]
             prev = last[i]
             if full or prev is None or prev[1] != r.q or _changed(prev[0], r.v, self._deadband[i]):
                 out.append(r)
                 last[i] = (r.v, r.q)
-        if full:
+        if full and not some:
             self._last_full = now
-        return out, full
+        return out, full and not some
 
 
 def _changed(old: object, new: object, deadband: float | None) -> bool:

@@ -1,6 +1,8 @@
 """Polling: one task per device, on monotonic deadlines.
 
 A device's task never waits for another's, so a slow or dead device delays only itself.
+Instruments that send on their own (a `stream` driver: scales, barcode readers) have no poll:
+each frame they send is a sample when it arrives.
 Deadlines advance by the interval from the previous deadline (no drift); a poll that overruns
 its slot skips the missed deadlines and counts them instead of queueing catch-up polls. While
 a device is unreachable each attempt still yields a sample with every point bad, and attempts
@@ -14,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from drivers.base import DeviceUnreachable, Driver, LatencyHistogram
 
@@ -102,10 +105,87 @@ class DeviceRunner:
                 self._error(f"write {point_id}: {exc or 'timeout'}")
             raise
 
+    def _emit_all_bad(self, reason: str) -> None:
+        readings = self.normaliser.all_bad(reason)
+        ts = time.time_ns() // 1_000_000
+        self.latest, self.latest_ts = readings, ts
+        self.emit(Sample(self.group.device, ts, readings, True))
+
+    def _backoff(self) -> float:
+        g = self.group
+        return float(min(g.interval * 2 ** min(max(self._failures - 1, 0), 16), g.backoff_max))
+
+    async def _stream(self) -> None:
+        """A device that sends when it has something: connect, then take frames as they come.
+        A quiet instrument is online as long as its port is open (a barcode reader waits for
+        the next scan); with an idle timeout, silence longer than it means offline."""
+        g = self.group
+        c = g.counters
+        d: Any = self.driver
+        self.latest = self.normaliser.all_bad("nothing received yet")
+        while True:
+            try:
+                await d.connect()
+            except DeviceUnreachable as exc:
+                self._failures += 1
+                c.failed_polls += 1
+                self._unreachable(str(exc))
+                await asyncio.sleep(self._backoff())
+                continue
+            self._failures = 0
+            self._set_state("online")
+            try:
+                while True:
+                    got = await d.next_frame(d.idle_timeout)
+                    if got is None:
+                        reason = f"nothing received from the instrument for {d.idle_timeout:g}s"
+                        if self.state != "offline":
+                            self._error(reason)
+                            self._set_state("offline", reason)
+                            self._emit_all_bad(reason)
+                        continue
+                    if self.state != "online":
+                        self._set_state("online")
+                    values, ts = got
+                    c.polls += 1
+                    readings = self.normaliser.normalise(values)
+                    latest = list(self.latest)
+                    for r in readings:
+                        latest[self.normaliser.position(r.id)] = r
+                    self.latest, self.latest_ts = latest, ts
+                    out, full = self.normaliser.to_publish(readings, time.monotonic())
+                    if out:
+                        self.emit(Sample(g.device, ts, out, full))
+            except DeviceUnreachable as exc:  # the port went away: certain, offline at once
+                c.failed_polls += 1
+                self._failures = g.offline_after
+                self._unreachable(str(exc))
+                await asyncio.sleep(self._backoff())
+
+    def _unreachable(self, reason: str) -> None:
+        self._error(reason)
+        if self._failures < self.group.offline_after:
+            return
+        if self.state != "offline":
+            self._set_state("offline", reason)
+            self._emit_all_bad(reason)
+        else:
+            self.reason = reason
+            self._ratelimit.log(
+                "unreachable",
+                logging.WARNING,
+                "device still unreachable",
+                device=self.group.device,
+                reason=reason,
+            )
+
     async def run(self) -> None:
         g = self.group
         c = g.counters
         self.status(g.device, "connecting", None)
+        if getattr(self.driver, "stream", False):
+            await self._stream()
+            return
         deadline = time.monotonic()
         while True:
             now = time.monotonic()

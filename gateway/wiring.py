@@ -6,10 +6,14 @@ from drivers.base import Driver
 from drivers.modbus.codec import RegisterPoint
 from drivers.modbus.rtu import ModbusRtuDriver, SerialBus
 from drivers.modbus.tcp import ModbusTcpDriver
+from drivers.serial.driver import SerialLineDriver
+from drivers.serial.framing import Framer
+from drivers.serial.lines import LineParser
+from drivers.serial.port import unescape
 
 from .config import LoadedConfig
 from .config.checks import ResolvedDevice
-from .config.schema import ModbusRtuDevice, ModbusTcpDevice
+from .config.schema import ModbusRtuDevice, ModbusTcpDevice, SerialDevice, SerialLine
 
 
 def register_points(dev: ModbusTcpDevice | ModbusRtuDevice, resolved: ResolvedDevice) -> list[RegisterPoint]:
@@ -44,9 +48,35 @@ def build_driver(loaded: LoadedConfig, resolved: ResolvedDevice) -> Driver:
             return ModbusTcpDriver(dev.connection.host, dev.connection.port, c.unit_id, c.timeout, *plan)
         line = dev.connection
         bus = SerialBus.for_port(
-            line.port,
-            (line.baudrate, line.bytesize, line.parity, float(line.stopbits)),
-            line.inter_frame or 0.0,
+            loaded.port_path(line.port), line_settings(line), line.inter_frame or 0.0
         )
         return ModbusRtuDriver(bus, c.unit_id, c.timeout, *plan)
+    if isinstance(dev, SerialDevice):
+        f = dev.framing
+        return SerialLineDriver(
+            dev.id,
+            loaded.port_path(dev.connection.port),
+            line_settings(dev.connection),
+            framer(dev),
+            LineParser([(e.id, e.type) for e in resolved.points], f.pattern, f.encoding),
+            request=unescape(dev.request) if dev.mode == "poll" and dev.request else None,
+            timeout=dev.connection.timeout,
+            partial_timeout=f.partial_timeout,
+            idle_timeout=dev.idle_timeout,
+        )
     raise ValueError(f"no driver for protocol {dev.protocol}")
+
+
+def line_settings(line: SerialLine) -> tuple[int, int, str, float]:
+    return (line.baudrate, line.bytesize, line.parity, float(line.stopbits))
+
+
+def framer(dev: SerialDevice) -> Framer:
+    f = dev.framing
+    return Framer(
+        terminator=unescape(f.terminator) if f.terminator else None,
+        length=f.length,
+        start=unescape(f.start) if f.start else None,
+        end=unescape(f.end) if f.end else None,
+        max_frame=f.max_line,
+    )

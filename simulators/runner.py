@@ -13,18 +13,24 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, Field
 
 from gateway.config import LoadedConfig
-from gateway.config.schema import ModbusRtuDevice, ModbusTcpDevice
+from gateway.config.schema import ModbusRtuDevice, ModbusTcpDevice, SerialDevice
 from gateway.wiring import register_points
 
 from .modbus_rtu import ModbusRtuSimulator
 from .modbus_tcp import FAULTS, Fault, ModbusTcpSimulator, SimulatedDevice, SimulatedPoint
+from .serial_line import SERIAL_FAULTS, LineInstrumentSimulator, PatternError
 from .values import ValueGenerator
+
+# a Modbus TCP port, an RTU bus or a line-protocol instrument
+Simulator = ModbusTcpSimulator | LineInstrumentSimulator
 
 log = logging.getLogger("edgegw.simulate")
 
 
 class FaultBody(BaseModel):
-    mode: str = Field(description=" | ".join(FAULTS))
+    mode: str = Field(
+        description=f"Modbus: {' | '.join(FAULTS)}; serial instruments: {' | '.join(SERIAL_FAULTS)}"
+    )
     code: int = Field(4, ge=1, le=255, description="exception code for mode: exception")
     delay: float = Field(2.0, ge=0, le=3600, description="seconds, for mode: slow")
 
@@ -33,13 +39,25 @@ class HoldBody(BaseModel):
     value: bool | int | float | str = Field(description="engineering value the point holds")
 
 
-def build_simulators(loaded: LoadedConfig, bind: str, period: float = 60.0) -> list[ModbusTcpSimulator]:
-    """One Modbus TCP server per port, one RTU bus (a pty pair) per serial port."""
+def build_simulators(loaded: LoadedConfig, bind: str, period: float = 60.0) -> list[Simulator]:
+    """One Modbus TCP server per port, one RTU bus (a pty pair) per serial port, one pty pair
+    per line-protocol instrument. Raises ValueError for an instrument whose pattern the
+    simulator cannot print lines for."""
     by_port: dict[int, list[SimulatedDevice]] = {}
     by_line: dict[str, tuple[tuple[int, int, str, float], list[SimulatedDevice]]] = {}
+    instruments: list[LineInstrumentSimulator] = []
     for resolved in loaded.devices:
         dev = loaded.config.devices[resolved.index]
-        if not isinstance(dev, ModbusTcpDevice | ModbusRtuDevice) or not dev.enabled:
+        if not dev.enabled:
+            continue
+        if isinstance(dev, SerialDevice):
+            port = loaded.port_path(dev.connection.port)
+            try:
+                instruments.append(LineInstrumentSimulator(port, dev, resolved.points, period))
+            except PatternError as exc:
+                raise ValueError(f"cannot simulate {dev.id}: {exc}") from None
+            continue
+        if not isinstance(dev, ModbusTcpDevice | ModbusRtuDevice):
             continue
         regs = register_points(dev, resolved)
         points = [
@@ -51,23 +69,22 @@ def build_simulators(loaded: LoadedConfig, bind: str, period: float = 60.0) -> l
             by_port.setdefault(dev.connection.port, []).append(device)
         else:
             c = dev.connection
-            by_line.setdefault(c.port, ((c.baudrate, c.bytesize, c.parity, float(c.stopbits)), []))[1].append(
-                device
-            )
-    sims: list[ModbusTcpSimulator] = [
-        ModbusTcpSimulator(bind, port, devs) for port, devs in sorted(by_port.items())
-    ]
+            by_line.setdefault(
+                loaded.port_path(c.port), ((c.baudrate, c.bytesize, c.parity, float(c.stopbits)), [])
+            )[1].append(device)
+    sims: list[Simulator] = [ModbusTcpSimulator(bind, port, devs) for port, devs in sorted(by_port.items())]
     sims += [ModbusRtuSimulator(line, settings, devs) for line, (settings, devs) in sorted(by_line.items())]
+    sims += instruments
     return sims
 
 
-def control_app(sims: list[ModbusTcpSimulator]) -> Any:
+def control_app(sims: list[Simulator]) -> Any:
     from fastapi import FastAPI, HTTPException
 
     app = FastAPI(title="edgegw simulator control")
     devices = {d.id: (s, d) for s in sims for d in s.devices.values()}
 
-    def get(device_id: str) -> tuple[ModbusTcpSimulator, SimulatedDevice]:
+    def get(device_id: str) -> tuple[Any, Any]:
         if device_id not in devices:
             raise HTTPException(404, f"no simulated device '{device_id}'")
         return devices[device_id]
@@ -90,9 +107,10 @@ def control_app(sims: list[ModbusTcpSimulator]) -> Any:
 
     @app.put("/devices/{device_id}/fault")
     def set_fault(device_id: str, body: FaultBody) -> dict[str, Any]:
-        if body.mode not in FAULTS:
-            raise HTTPException(422, f"mode must be one of {', '.join(FAULTS)}")
         _, d = get(device_id)
+        faults = getattr(d, "faults", FAULTS)
+        if body.mode not in faults:
+            raise HTTPException(422, f"mode must be one of {', '.join(faults)} for '{device_id}'")
         d.set_fault(Fault(body.mode, body.code, body.delay))
         log.info("fault device=%s mode=%s", device_id, body.mode)
         return {"device": device_id, "fault": body.mode}
@@ -113,14 +131,14 @@ def control_app(sims: list[ModbusTcpSimulator]) -> Any:
 
     async def _adapter(device_id: str, plugged: bool) -> dict[str, Any]:
         s, _ = get(device_id)
-        if not isinstance(s, ModbusRtuSimulator):
-            raise HTTPException(422, f"'{device_id}' is not on a serial bus")
+        if not isinstance(s, ModbusRtuSimulator | LineInstrumentSimulator):
+            raise HTTPException(422, f"'{device_id}' is not on a serial port")
         await (s.plug() if plugged else s.unplug())
         return {"port": s.path, "plugged": plugged}
 
     @app.delete("/devices/{device_id}/port")
     async def unplug(device_id: str) -> dict[str, Any]:
-        """Pull the serial adapter of an RTU device's bus: its port path disappears."""
+        """Pull the serial adapter of an RTU bus or an instrument: its port path disappears."""
         return await _adapter(device_id, False)
 
     @app.put("/devices/{device_id}/port")
@@ -185,14 +203,26 @@ async def run(
 ) -> int:
     from . import idnode as idnode_sim
 
-    sims = build_simulators(loaded, bind, period) if loaded is not None else []
+    try:
+        sims = build_simulators(loaded, bind, period) if loaded is not None else []
+    except ValueError as exc:
+        log.error("%s", exc)
+        return 2
     if not sims and idnode is None:
-        log.error("the config has no Modbus device or identifier node to simulate")
+        log.error("the config has no device or identifier node to simulate")
         return 2
     servers: list[tuple[Any, asyncio.Task[None]]] = []
     try:
         for s in sims:
             await s.start()
+            if isinstance(s, LineInstrumentSimulator):
+                what = "answering requests" if s.mode == "poll" else f"a line every {s.interval:g}s"
+                print(
+                    f"simulating {s.device.id}: serial instrument on {s.path} ({what}; simulator end"
+                    f" {s.pair.sim_link}), {len(s.device.entries)} points",
+                    flush=True,
+                )
+                continue
             for d in s.devices.values():
                 where = (
                     f"modbus-rtu on {s.path} (serial server on {s.pair.sim_link})"

@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 from pymodbus.client import AsyncModbusSerialClient
 
 from ..base import DeviceUnreachable
+from ..serial.port import line_setting, open_failure, port_problem
 from .codec import RegisterPoint
 from .driver import ModbusDriver
 
@@ -76,7 +77,7 @@ class SerialBus:
 
     async def _open(self, timeout: float) -> None:
         self.close()
-        problem = _port_problem(self.port)
+        problem = port_problem(self.port)
         if problem:
             raise DeviceUnreachable(problem)
         baudrate, bytesize, parity, stopbits = self.settings
@@ -91,16 +92,16 @@ class SerialBus:
             reconnect_delay=0,
             trace_packet=self._trace,
         )
-        line = f"{baudrate} {bytesize}{parity}{stopbits:g}"
+        line = line_setting(self.settings)
         why = ""
         try:
             ok = await asyncio.wait_for(client.connect(), timeout + 1)
         except Exception as exc:  # OSError, termios.error, serial.SerialException: all mean "cannot open"
-            ok, why = False, _why(exc)
+            ok, why = False, open_failure(exc)
         if not ok:
             client.close()
             raise DeviceUnreachable(
-                _port_problem(self.port) or f"cannot open serial port {self.port} at {line}{why}"
+                port_problem(self.port) or f"cannot open serial port {self.port} at {line}{why}"
             )
         self.client = client
 
@@ -127,21 +128,6 @@ class SerialBus:
                 return await asyncio.wait_for(call(self.client), timeout + 0.5)
             finally:
                 self._last_frame = time.monotonic()
-
-
-def _why(exc: BaseException) -> str:
-    args = getattr(exc, "args", ())
-    if len(args) == 2 and isinstance(args[1], str):  # termios.error(errno, text)
-        return f": {args[1].lower()} (the port refuses this line setting)"
-    return f": {exc}" if str(exc) else ""
-
-
-def _port_problem(port: str) -> str | None:
-    if not os.path.exists(port):
-        return f"serial port {port} not found (adapter unplugged, or a different name)"
-    if not os.access(port, os.R_OK | os.W_OK):
-        return f"permission denied on {port} (add the gateway's user to the dialout group)"
-    return None
 
 
 class ModbusRtuDriver(ModbusDriver):
@@ -195,4 +181,4 @@ class ModbusRtuDriver(ModbusDriver):
 
     def _lost_reason(self, exc: BaseException) -> str:
         self.bus.close()
-        return _port_problem(self.bus.port) or f"serial port {self.bus.port} failed: {exc}"
+        return port_problem(self.bus.port) or f"serial port {self.bus.port} failed: {exc}"

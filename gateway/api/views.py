@@ -58,6 +58,7 @@ def device_info(gw: Gateway, device: str, counters: bool = False) -> dict[str, A
                 "writes": c.writes,
                 "failed_writes": c.failed_writes,
                 "last_poll_ms": round(c.last_poll_ms, 3),
+                **({"frame_errors": dict(d.frame_errors)} if hasattr(d, "frame_errors") else {}),
                 "poll_latency": _latency(c.poll_latency),
             }
             lat = getattr(d, "latency", None)

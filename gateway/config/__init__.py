@@ -40,6 +40,11 @@ class LoadedConfig:
         p = Path(name)
         return p if p.is_absolute() else (self.path.parent / p)
 
+    def port_path(self, name: str) -> str:
+        """A serial port as the config names it, relative to the config file's folder, with
+        symbolic links kept (a /dev/serial/by-id name is the point of naming it so)."""
+        return os.path.normpath(self.relative(name))
+
 
 def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None) -> LoadedConfig:
     """Load and check a config, raising ConfigError with every problem found."""

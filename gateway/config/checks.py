@@ -5,7 +5,9 @@ Each check adds to one list of problems so that `edgegw validate` reports every 
 
 from __future__ import annotations
 
+import codecs
 import difflib
+import re
 from dataclasses import dataclass
 
 from drivers.modbus.address import (
@@ -18,15 +20,16 @@ from drivers.modbus.address import (
     width_of,
 )
 from drivers.modbus.planner import PlanError, RegisterSpan, plan_reads
+from drivers.serial.port import unescape
 
 from ..dictionary import DictionaryEntry, merge_points
-from .schema import Device, GatewayConfig, ModbusRtuDevice, ModbusTcpDevice
+from .schema import Device, GatewayConfig, ModbusRtuDevice, ModbusTcpDevice, SerialDevice
 from .source import Path_
 from .units import UNECE_REC20
 
 # Protocols and sections this build can run. Others validate by shape but are refused, so a
 # config never silently runs with part of it ignored.
-SUPPORTED_PROTOCOLS = {"modbus-tcp", "modbus-rtu"}
+SUPPORTED_PROTOCOLS = {"modbus-tcp", "modbus-rtu", "serial"}
 
 
 @dataclass(slots=True)
@@ -83,6 +86,8 @@ def check(
             problems += _check_point(e)
         if isinstance(dev, ModbusTcpDevice | ModbusRtuDevice):
             addresses = _check_modbus(dev, path, points, problems)
+        elif isinstance(dev, SerialDevice):
+            problems += _check_serial_line(dev, path, points)
         resolved.append(ResolvedDevice(i, points, addresses))
     problems += _check_serial_buses(devices)
     for model_id, model in cfg.models.items():
@@ -104,15 +109,32 @@ def check(
 
 
 def _check_serial_buses(devices: list[tuple[int, Device]]) -> list[tuple[Path_, str]]:
-    """Modbus RTU devices on one port share the bus: one line setting, distinct unit ids."""
+    """Modbus RTU devices on one port share the bus: one line setting, distinct unit ids. A
+    line-protocol instrument has its port to itself."""
     problems: list[tuple[Path_, str]] = []
     first: dict[str, tuple[int, ModbusRtuDevice]] = {}
     units: dict[tuple[str, int], int] = {}
+    owner: dict[str, tuple[int, Device]] = {}
     for i, dev in devices:
-        if not isinstance(dev, ModbusRtuDevice) or not dev.enabled:
+        if not isinstance(dev, ModbusRtuDevice | SerialDevice) or not dev.enabled:
             continue
         c = dev.connection
         path: Path_ = ("devices", i, "connection")
+        if c.port in owner:
+            j, other = owner[c.port]
+            if isinstance(dev, SerialDevice) or isinstance(other, SerialDevice):
+                problems.append(
+                    (
+                        (*path, "port"),
+                        f"port {c.port} is also devices[{j}]'s ('{other.id}'): a line-protocol "
+                        "instrument needs its port to itself",
+                    )
+                )
+                continue
+        else:
+            owner[c.port] = (i, dev)
+        if not isinstance(dev, ModbusRtuDevice):
+            continue
         if c.port in first:
             j, other = first[c.port]
             for key in ("baudrate", "bytesize", "parity", "stopbits"):
@@ -134,6 +156,83 @@ def _check_serial_buses(devices: list[tuple[int, Device]]) -> list[tuple[Path_, 
         else:
             units[(c.port, c.unit_id)] = i
     return problems
+
+
+def _check_serial_line(
+    dev: SerialDevice, device_path: Path_, points: list[DictionaryEntry]
+) -> list[tuple[Path_, str]]:
+    """Framing that can cut frames, a pattern that names every point, a request when polled."""
+    out: list[tuple[Path_, str]] = []
+    f = dev.framing
+    fpath: Path_ = (*device_path, "framing")
+    ends = [k for k in ("terminator", "length", "end") if getattr(f, k) is not None]
+    if not ends:
+        out.append((fpath, 'say where a frame ends: terminator (e.g. "\\r\\n"), length, or start and end'))
+    elif len(ends) > 1:
+        out.append(((*fpath, ends[1]), f"{' and '.join(ends)} are alternatives: give one"))
+    if f.end is not None and f.start is None:
+        out.append(((*fpath, "end"), "end needs start (a frame runs from start to end); or use terminator"))
+    for key, text in (
+        ("terminator", f.terminator),
+        ("start", f.start),
+        ("end", f.end),
+    ):
+        if text is not None:
+            out += _check_bytes((*fpath, key), text)
+    try:
+        codecs.lookup(f.encoding)
+    except LookupError:
+        out.append(
+            ((*fpath, "encoding"), f"unknown encoding '{f.encoding}' (e.g. utf-8, ascii, latin-1, gb18030)")
+        )
+    ids = [e.id for e in points]
+    if f.pattern is None:
+        if len(points) > 1:
+            out.append(
+                (
+                    (*fpath, "pattern"),
+                    f"{len(points)} points need a pattern with a named group for each: (?P<{ids[0]}>…)",
+                )
+            )
+    else:
+        try:
+            groups = set(re.compile(f.pattern).groupindex)
+        except re.error as exc:
+            where = f" at position {exc.pos}" if exc.pos is not None else ""
+            out.append(((*fpath, "pattern"), f"not a valid regular expression: {exc.msg}{where}"))
+        else:
+            for e in points:
+                if e.id not in groups:
+                    out.append(((*fpath, "pattern"), f"no named group (?P<{e.id}>…) for point '{e.id}'"))
+            for g in sorted(groups - set(ids)):
+                hint = difflib.get_close_matches(g, ids, n=1)
+                more = f"; did you mean '{hint[0]}'?" if hint else f" (points: {', '.join(ids)})"
+                out.append(((*fpath, "pattern"), f"named group '{g}' is not a point of the device{more}"))
+    if dev.mode == "poll" and dev.request is None:
+        out.append(((*device_path, "request"), 'mode: poll needs a request to send (e.g. "SI\\r\\n")'))
+    if dev.mode == "stream" and dev.request is not None:
+        out.append(((*device_path, "request"), "a request is sent only in mode: poll"))
+    if dev.request is not None:
+        out += _check_bytes((*device_path, "request"), dev.request)
+    if dev.mode == "poll" and dev.idle_timeout is not None:
+        out.append(
+            (
+                (*device_path, "idle_timeout"),
+                "idle_timeout is for mode: stream (a polled instrument has connection.timeout)",
+            )
+        )
+    for e in points:
+        if e.access != "ro":
+            out.append((e.where("access"), "a line-protocol instrument is read-only: access must be ro"))
+    return out
+
+
+def _check_bytes(path: Path_, text: str) -> list[tuple[Path_, str]]:
+    try:
+        data = unescape(text)
+    except (UnicodeError, ValueError) as exc:
+        return [(path, f"cannot be sent as bytes: {exc}")]
+    return [] if data else [(path, "must not be empty")]
 
 
 def _dedupe(problems: list[tuple[Path_, str]]) -> list[tuple[Path_, str]]:

@@ -1,0 +1,1 @@
+"""Serial line-protocol instruments: scales, barcode/RFID readers, gauges printing ASCII lines."""
