@@ -14,6 +14,7 @@ import asyncio
 import os
 import shutil
 import subprocess
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from pymodbus.server import ModbusSerialServer
@@ -57,7 +58,26 @@ class PtyPair:
         self._proc = None
 
 
-class ModbusRtuSimulator(ModbusTcpSimulator):
+class OnPty:
+    """A simulator behind a pty pair: its adapter can be pulled and plugged back."""
+
+    plugged: bool
+    start: Callable[[], Awaitable[None]]  # of the class it is mixed into
+    stop: Callable[[], Awaitable[None]]
+
+    async def unplug(self) -> None:
+        """The adapter is pulled: the port's path disappears."""
+        await self.stop()
+
+    async def plug(self) -> None:
+        if not self.plugged:
+            await self.start()
+
+    def drop_connections(self) -> None:
+        return None  # a serial line has no connection to drop
+
+
+class ModbusRtuSimulator(OnPty, ModbusTcpSimulator):
     """One RS-485 bus: a pty pair and a serial server answering for every unit id on it."""
 
     UNIT_AT = 0  # RTU frames start with the unit id
@@ -95,14 +115,3 @@ class ModbusRtuSimulator(ModbusTcpSimulator):
         await super().stop()
         await self.pair.close()
         self.plugged = False
-
-    async def unplug(self) -> None:
-        """The adapter is pulled: the port's path disappears."""
-        await self.stop()
-
-    async def plug(self) -> None:
-        if not self.plugged:
-            await self.start()
-
-    def drop_connections(self) -> None:
-        return None  # a serial line has no connection to drop

@@ -33,7 +33,7 @@ from gateway.config.schema import SerialDevice
 from gateway.dictionary import DictionaryEntry
 from gateway.writeback import raw_value
 
-from .modbus_rtu import PtyPair
+from .modbus_rtu import OnPty, PtyPair
 from .modbus_tcp import Fault
 from .values import ValueGenerator
 
@@ -277,7 +277,7 @@ class SerialInstrument:
         self.fault = fault
 
 
-class LineInstrumentSimulator:
+class LineInstrumentSimulator(OnPty):
     """One serial instrument on its own pty pair."""
 
     def __init__(self, port: str, dev: SerialDevice, entries: list[DictionaryEntry], period: float):
@@ -314,16 +314,6 @@ class LineInstrumentSimulator:
             self._fd = None
         await self.pair.close()
         self.plugged = False
-
-    async def unplug(self) -> None:
-        await self.stop()
-
-    async def plug(self) -> None:
-        if not self.plugged:
-            await self.start()
-
-    def drop_connections(self) -> None:
-        return None
 
     async def _serve(self) -> None:
         if self.mode == "poll":

@@ -211,3 +211,47 @@ def start_victoria_metrics(tmp: Path, port: int, store: Path | None = None) -> P
     )
     wait_port(port, 20)
     return proc
+
+
+class SimPlant:
+    """`config` (YAML text, written to tmp) run for real: Mosquitto, `edgegw simulate` with its
+    fault API, `edgegw run`, and a subscriber on the gateway's topics. Ready when each of
+    `devices` has published a few samples."""
+
+    def __init__(
+        self, tmp: Path, config: str, gateway_id: str, devices: list[str], mqtt_port: int, control: int
+    ):
+        self.tmp, self.mqtt_port, self.control = tmp, mqtt_port, control
+        self.config = tmp / "config.yaml"
+        self.config.write_text(config)
+        self.broker = start_mosquitto(tmp, mqtt_port)
+        self.sub = Subscriber(mqtt_port, f"edgegw/{gateway_id}/#")
+        self.sim = Proc(
+            [*EDGEGW, "simulate", "-c", str(self.config), "--control", f"127.0.0.1:{control}"],
+            tmp / "sim.log",
+        )
+        wait_port(control, 20)
+        self.gw = Proc([*EDGEGW, "run", "-c", str(self.config)], tmp / "gw.log")
+        for d in devices:
+            wait_for(lambda d=d: len(self.good(d)) > 2, 20, f"{d} read")
+
+    def ctl(self, method: str, path: str, body: Any = None) -> Any:
+        """A call to the simulators' fault API."""
+        import httpx
+
+        r = httpx.request(method, f"http://127.0.0.1:{self.control}{path}", json=body, timeout=10)
+        r.raise_for_status()
+        return r.json()
+
+    def good(self, device: str, after: int = 0) -> list[dict[str, Any]]:
+        """The device's data messages from index `after` with no point bad."""
+        return [
+            m
+            for m in self.sub.data(device)[after:]
+            if m["points"] and all(p["q"] != "bad" for p in m["points"].values())
+        ]
+
+    def stop(self) -> None:
+        for p in (self.gw, self.sim, self.broker):
+            p.stop()
+        self.sub.stop()

@@ -9,35 +9,19 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
-from harness import (
-    EDGEGW,
-    ROOT,
-    Proc,
-    Subscriber,
-    free_port,
-    seq_report,
-    start_mosquitto,
-    wait_for,
-    wait_port,
-)
+from harness import ROOT, SimPlant, free_port, seq_report, wait_for
 
 pytestmark = pytest.mark.skipif(not shutil.which("socat"), reason="needs socat (apt-get install -y socat)")
-PREFIX = "edgegw/gw-rtu"
 
 
-class Bus:
+class Bus(SimPlant):
     def __init__(self, tmp: Path):
-        self.tmp = tmp
         self.port = str(tmp / "ttyRS485")
-        self.mqtt_port, self.control = free_port(), free_port()
-        self.config = tmp / "bus.yaml"
+        mqtt_port = free_port()
         # two meters on one RS-485 line (units 5 and 6), and a moulding machine alone on another
-        self.config.write_text(
-            f"""
+        config = f"""
 include: {ROOT}/configs/models/*.yaml
 gateway: {{id: gw-rtu, data_dir: {tmp}/data}}
 devices:
@@ -57,34 +41,9 @@ devices:
     connection: {{port: {tmp}/ttyUSB1, baudrate: 19200, unit_id: 9, timeout: 300ms}}
     poll: {{interval: 300ms, backoff_max: 1s}}
 northbound:
-  mqtt: {{host: 127.0.0.1, port: {self.mqtt_port}}}
+  mqtt: {{host: 127.0.0.1, port: {mqtt_port}}}
 """
-        )
-        self.broker = start_mosquitto(tmp, self.mqtt_port)
-        self.sub = Subscriber(self.mqtt_port, f"{PREFIX}/#")
-        self.sim = Proc(
-            [*EDGEGW, "simulate", "-c", str(self.config), "--control", f"127.0.0.1:{self.control}"],
-            tmp / "sim.log",
-        )
-        wait_port(self.control, 20)
-        self.gw = Proc([*EDGEGW, "run", "-c", str(self.config)], tmp / "gw.log")
-        for d in ("em-5", "em-6", "im-9"):
-            wait_for(lambda d=d: len(self.sub.data(d)) > 2, 20, f"{d} polled")
-
-    def ctl(self, method: str, path: str, body: Any = None) -> Any:
-        r = httpx.request(method, f"http://127.0.0.1:{self.control}{path}", json=body, timeout=10)
-        r.raise_for_status()
-        return r.json()
-
-    def good(self, device: str, after: int = 0) -> list[dict[str, Any]]:
-        return [
-            m for m in self.sub.data(device)[after:] if all(p["q"] != "bad" for p in m["points"].values())
-        ]
-
-    def stop(self) -> None:
-        for p in (self.gw, self.sim, self.broker):
-            p.stop()
-        self.sub.stop()
+        super().__init__(tmp, config, "gw-rtu", ["em-5", "em-6", "im-9"], mqtt_port, free_port())
 
 
 @pytest.fixture(scope="module")

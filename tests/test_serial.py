@@ -12,31 +12,17 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import (
-    EDGEGW,
-    ROOT,
-    Proc,
-    Subscriber,
-    free_port,
-    seq_report,
-    start_mosquitto,
-    wait_for,
-    wait_port,
-)
+from harness import ROOT, SimPlant, free_port, seq_report, wait_for
 
 pytestmark = pytest.mark.skipif(not shutil.which("socat"), reason="needs socat (apt-get install -y socat)")
-PREFIX = "edgegw/gw-serial"
 TOKEN = "serial-test-token"
 
 
-class Line:
+class Line(SimPlant):
     def __init__(self, tmp: Path):
-        self.tmp = tmp
-        self.mqtt_port, self.control, self.api = free_port(), free_port(), free_port()
+        mqtt_port, self.api = free_port(), free_port()
         self.scale_port = str(tmp / "ttyUSB-scale")
-        self.config = tmp / "serial.yaml"
-        self.config.write_text(
-            f"""
+        config = f"""
 include: {ROOT}/configs/models/weighing-scale.yaml
 gateway: {{id: gw-serial, data_dir: {tmp}/data}}
 devices:
@@ -66,42 +52,17 @@ devices:
     poll: {{interval: 300ms, backoff_max: 1s}}
     points: [{{id: scanned_id, type: string}}]
 northbound:
-  mqtt: {{host: 127.0.0.1, port: {self.mqtt_port}}}
+  mqtt: {{host: 127.0.0.1, port: {mqtt_port}}}
 api: {{listen: 127.0.0.1:{self.api}, token: {TOKEN}}}
 """
+        super().__init__(
+            tmp, config, "gw-serial", ["scale-1", "scale-2", "scanner-1"], mqtt_port, free_port()
         )
-        self.broker = start_mosquitto(tmp, self.mqtt_port)
-        self.sub = Subscriber(self.mqtt_port, f"{PREFIX}/#")
-        self.sim = Proc(
-            [*EDGEGW, "simulate", "-c", str(self.config), "--control", f"127.0.0.1:{self.control}"],
-            tmp / "sim.log",
-        )
-        wait_port(self.control, 20)
-        self.gw = Proc([*EDGEGW, "run", "-c", str(self.config)], tmp / "gw.log")
-        for d in ("scale-1", "scale-2", "scanner-1"):
-            wait_for(lambda d=d: len(self.good(d)) > 2, 20, f"{d} read")
-
-    def ctl(self, method: str, path: str, body: Any = None) -> Any:
-        r = httpx.request(method, f"http://127.0.0.1:{self.control}{path}", json=body, timeout=10)
-        r.raise_for_status()
-        return r.json()
 
     def device(self, device: str) -> dict[str, Any]:
         r = httpx.get(f"http://127.0.0.1:{self.api}/api/v1/devices/{device}", timeout=5)
         r.raise_for_status()
         return r.json()  # type: ignore[no-any-return]
-
-    def good(self, device: str, after: int = 0) -> list[dict[str, Any]]:
-        return [
-            m
-            for m in self.sub.data(device)[after:]
-            if m["points"] and all(p["q"] == "good" for p in m["points"].values())
-        ]
-
-    def stop(self) -> None:
-        for p in (self.gw, self.sim, self.broker):
-            p.stop()
-        self.sub.stop()
 
 
 @pytest.fixture(scope="module")
