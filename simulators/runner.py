@@ -16,7 +16,7 @@ from gateway.config import LoadedConfig
 from gateway.config.schema import ModbusRtuDevice, ModbusTcpDevice, SerialDevice
 from gateway.wiring import register_points
 
-from .modbus_rtu import ModbusRtuSimulator
+from .modbus_rtu import ModbusRtuSimulator, OnPty
 from .modbus_tcp import FAULTS, Fault, ModbusTcpSimulator, SimulatedDevice, SimulatedPoint
 from .serial_line import SERIAL_FAULTS, LineInstrumentSimulator, PatternError
 from .values import ValueGenerator
@@ -93,7 +93,7 @@ def control_app(sims: list[Simulator]) -> Any:
     def list_devices() -> dict[str, Any]:
         return {
             i: {
-                "port": getattr(s, "path", s.port),
+                "port": s.path if isinstance(s, OnPty) else s.port,
                 "unit_id": d.unit_id,
                 "fault": d.fault.mode,
                 "requests": d.requests,
@@ -131,7 +131,7 @@ def control_app(sims: list[Simulator]) -> Any:
 
     async def _adapter(device_id: str, plugged: bool) -> dict[str, Any]:
         s, _ = get(device_id)
-        if not isinstance(s, ModbusRtuSimulator | LineInstrumentSimulator):
+        if not isinstance(s, OnPty):
             raise HTTPException(422, f"'{device_id}' is not on a serial port")
         await (s.plug() if plugged else s.unplug())
         return {"port": s.path, "plugged": plugged}

@@ -76,6 +76,8 @@ def test_scale_lines_become_typed_values(line: Line) -> None:
     out = line.sim.output()
     assert f"simulating scale-1: serial instrument on {line.scale_port} (a line every 0.15s" in out
     assert "simulating scale-2: serial instrument on" in out and "answering requests" in out
+    listed = line.ctl("GET", "/devices")
+    assert listed["scale-1"]["port"] == line.scale_port and listed["scale-1"]["fault"] == "none"
     line.ctl("PUT", "/devices/scale-1/points/weight", {"value": 12.34})
     line.ctl("PUT", "/devices/scale-2/points/weight", {"value": -3.125})
     n1, n2 = len(line.sub.data("scale-1")), len(line.sub.data("scale-2"))
