@@ -11,8 +11,11 @@ Faults are the Modbus TCP simulator's, per unit id, plus `crc` (answers with a w
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -20,6 +23,13 @@ from pathlib import Path
 from pymodbus.server import ModbusSerialServer
 
 from .modbus_tcp import ModbusTcpSimulator, SimulatedDevice
+
+
+def _die_with_parent() -> None:
+    """In the child: have the kernel end socat when the simulator ends, however it ends (a
+    SIGKILLed simulator must not leave its ports behind)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class PtyPair:
@@ -42,6 +52,7 @@ class PtyPair:
             [socat, "pty,raw,echo=0,link=" + self.link, "pty,raw,echo=0,link=" + self.sim_link],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
         )
         for _ in range(200):
             if os.path.exists(self.link) and os.path.exists(self.sim_link):
