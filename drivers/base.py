@@ -74,6 +74,14 @@ class PointError:
     reason: str
 
 
+@dataclass(slots=True, frozen=True)
+class Uncertain:
+    """A value the device itself qualifies as uncertain (OPC UA Uncertain* status codes)."""
+
+    value: object
+    reason: str
+
+
 # A point that a sample has no value for: a line-protocol frame carries some of a device's
 # points (an optional group that did not match). Such a point is left out of the sample.
 ABSENT = PointError("not in this frame")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from drivers.base import ABSENT, PointError
+from drivers.base import ABSENT, PointError, Uncertain
 
 from .dictionary import DictionaryEntry
 
@@ -84,10 +84,19 @@ class Normaliser:
         for (pid, _type, scaled, scale, offset, digits, f32, is_float, lo, hi), value in zip(
             self._plan, raw, strict=True
         ):
-            if isinstance(value, PointError):
+            cls = value.__class__
+            if cls is PointError:
                 if value is ABSENT:  # a frame with some of the points
                     continue
-                out.append(Reading(pid, None, BAD, value.reason))
+                out.append(Reading(pid, None, BAD, value.reason))  # type: ignore[attr-defined]
+                continue
+            quality, why = GOOD, None
+            if cls is Uncertain:  # the device says so (OPC UA Uncertain*)
+                quality, why = UNCERTAIN, value.reason  # type: ignore[attr-defined]
+                value = value.value  # type: ignore[attr-defined]
+                cls = value.__class__
+            if cls is list:  # an array (OPC UA): published as a JSON list, unscaled
+                out.append(Reading(pid, value, quality, why))
                 continue
             if is_float and not math.isfinite(value):  # type: ignore[arg-type]
                 out.append(Reading(pid, None, BAD, "not a finite number"))
@@ -100,9 +109,9 @@ class Normaliser:
                 # a float32 carries ~7 significant digits; don't publish float64 noise
                 value = float(f"{value:.7g}")
             if lo is not None and not (lo <= value <= hi):  # type: ignore[operator]
-                out.append(Reading(pid, value, UNCERTAIN, f"outside range [{lo:g}, {hi:g}]"))
+                out.append(Reading(pid, value, UNCERTAIN, why or f"outside range [{lo:g}, {hi:g}]"))
                 continue
-            out.append(Reading(pid, value, GOOD))
+            out.append(Reading(pid, value, quality, why))
         return out
 
     def position(self, point_id: str) -> int:

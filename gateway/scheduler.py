@@ -12,6 +12,7 @@ back off exponentially up to `poll.backoff_max`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -72,6 +73,8 @@ class DeviceRunner:
         self.io = asyncio.Lock()
         self._failures = 0
         self._ratelimit = RateLimited(log, 60.0)
+        # per point, the device's own timestamp of the last value read (OPC UA SourceTimestamp)
+        self._source_ts: list[int | None] | None = getattr(driver, "source_ts", None)
 
     def _set_state(self, state: str, reason: str | None = None) -> None:
         self.reason = reason
@@ -136,7 +139,9 @@ class DeviceRunner:
             self._set_state("online")
             try:
                 while True:
-                    got = await d.next_frame(d.idle_timeout)
+                    got = await d.next_sample(d.idle_timeout)
+                    if got is None and d.idle_timeout is None:
+                        continue
                     if got is None:
                         reason = f"nothing received from the instrument for {d.idle_timeout:g}s"
                         if self.state != "offline":
@@ -149,6 +154,9 @@ class DeviceRunner:
                     values, ts = got
                     c.polls += 1
                     readings = self.normaliser.normalise(values)
+                    if self._source_ts is not None:
+                        for r in readings:
+                            r.ts = self._source_ts[self.normaliser.position(r.id)]
                     latest = list(self.latest)
                     for r in readings:
                         latest[self.normaliser.position(r.id)] = r
@@ -160,6 +168,16 @@ class DeviceRunner:
                 c.failed_polls += 1
                 self._failures = g.offline_after
                 self._unreachable(str(exc))
+                await asyncio.sleep(self._backoff())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a driver bug must not end the device's task
+                c.failed_polls += 1
+                log.exception("stream failed", extra={"fields": {"device": g.device}})
+                self._failures = g.offline_after
+                self._unreachable(f"internal error: {exc!r}")
+                with contextlib.suppress(Exception):
+                    await d.close()
                 await asyncio.sleep(self._backoff())
 
     def _unreachable(self, reason: str) -> None:
@@ -225,6 +243,9 @@ class DeviceRunner:
                 if self.state != "online":
                     self._set_state("online")
                 readings = self.normaliser.normalise(raw)
+                if self._source_ts is not None:
+                    for r, ts in zip(readings, self._source_ts, strict=False):
+                        r.ts = ts
             finished = time.monotonic()
             c.last_poll_ms = (finished - started) * 1000
             c.poll_latency.observe(finished - started)

@@ -6,6 +6,7 @@ from drivers.base import Driver
 from drivers.modbus.codec import RegisterPoint
 from drivers.modbus.rtu import ModbusRtuDriver, SerialBus
 from drivers.modbus.tcp import ModbusTcpDriver
+from drivers.opcua.driver import OpcuaDriver, OpcuaPoint, SubscriptionSettings
 from drivers.serial.driver import SerialLineDriver
 from drivers.serial.framing import Framer
 from drivers.serial.lines import LineParser
@@ -13,7 +14,7 @@ from drivers.serial.port import unescape
 
 from .config import LoadedConfig
 from .config.checks import ResolvedDevice
-from .config.schema import ModbusRtuDevice, ModbusTcpDevice, SerialDevice, SerialLine
+from .config.schema import ModbusRtuDevice, ModbusTcpDevice, OpcuaDevice, SerialDevice, SerialLine
 
 
 def register_points(dev: ModbusTcpDevice | ModbusRtuDevice, resolved: ResolvedDevice) -> list[RegisterPoint]:
@@ -47,9 +48,7 @@ def build_driver(loaded: LoadedConfig, resolved: ResolvedDevice) -> Driver:
         if isinstance(dev, ModbusTcpDevice):
             return ModbusTcpDriver(dev.connection.host, dev.connection.port, c.unit_id, c.timeout, *plan)
         line = dev.connection
-        bus = SerialBus.for_port(
-            loaded.port_path(line.port), line_settings(line), line.inter_frame or 0.0
-        )
+        bus = SerialBus.for_port(loaded.port_path(line.port), line_settings(line), line.inter_frame or 0.0)
         return ModbusRtuDriver(bus, c.unit_id, c.timeout, *plan)
     if isinstance(dev, SerialDevice):
         f = dev.framing
@@ -63,6 +62,24 @@ def build_driver(loaded: LoadedConfig, resolved: ResolvedDevice) -> Driver:
             timeout=dev.connection.timeout,
             partial_timeout=f.partial_timeout,
             idle_timeout=dev.idle_timeout,
+        )
+    if isinstance(dev, OpcuaDevice):
+        c = dev.connection
+        s = dev.subscription
+        return OpcuaDriver(
+            dev.id,
+            c.endpoint,
+            [OpcuaPoint(e.id, e.opcua or "", e.type) for e in resolved.points],
+            timeout=c.timeout,
+            subscribe=(
+                SubscriptionSettings(
+                    dev.poll.interval, s.sampling_interval, s.queue_size, s.deadband, s.deadband_type
+                )
+                if dev.mode == "subscribe"
+                else None
+            ),
+            username=c.username,
+            password=c.password.get_secret_value() if c.password else None,
         )
     raise ValueError(f"no driver for protocol {dev.protocol}")
 

@@ -13,16 +13,17 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, Field
 
 from gateway.config import LoadedConfig
-from gateway.config.schema import ModbusRtuDevice, ModbusTcpDevice, SerialDevice
+from gateway.config.schema import ModbusRtuDevice, ModbusTcpDevice, OpcuaDevice, SerialDevice
 from gateway.wiring import register_points
 
 from .modbus_rtu import ModbusRtuSimulator, OnPty
 from .modbus_tcp import FAULTS, Fault, ModbusTcpSimulator, SimulatedDevice, SimulatedPoint
+from .opcua import OpcuaSimDevice, OpcuaSimulator
 from .serial_line import SERIAL_FAULTS, LineInstrumentSimulator, PatternError
 from .values import ValueGenerator
 
 # a Modbus TCP port, an RTU bus or a line-protocol instrument
-Simulator = ModbusTcpSimulator | LineInstrumentSimulator
+Simulator = ModbusTcpSimulator | LineInstrumentSimulator | OpcuaSimulator
 
 log = logging.getLogger("edgegw.simulate")
 
@@ -46,6 +47,7 @@ def build_simulators(loaded: LoadedConfig, bind: str, period: float = 60.0) -> l
     by_port: dict[int, list[SimulatedDevice]] = {}
     by_line: dict[str, tuple[tuple[int, int, str, float], list[SimulatedDevice]]] = {}
     instruments: list[LineInstrumentSimulator] = []
+    by_endpoint: dict[int, list[OpcuaSimDevice]] = {}
     for resolved in loaded.devices:
         dev = loaded.config.devices[resolved.index]
         if not dev.enabled:
@@ -56,6 +58,11 @@ def build_simulators(loaded: LoadedConfig, bind: str, period: float = 60.0) -> l
                 instruments.append(LineInstrumentSimulator(port, dev, resolved.points, period))
             except PatternError as exc:
                 raise ValueError(f"cannot simulate {dev.id}: {exc}") from None
+            continue
+        if isinstance(dev, OpcuaDevice):
+            port = urlsplit(dev.connection.endpoint).port or 4840
+            gens = [ValueGenerator(dev.id, e, period) for e in resolved.points]
+            by_endpoint.setdefault(port, []).append(OpcuaSimDevice(dev.id, resolved.points, gens))
             continue
         if not isinstance(dev, ModbusTcpDevice | ModbusRtuDevice):
             continue
@@ -75,6 +82,10 @@ def build_simulators(loaded: LoadedConfig, bind: str, period: float = 60.0) -> l
     sims: list[Simulator] = [ModbusTcpSimulator(bind, port, devs) for port, devs in sorted(by_port.items())]
     sims += [ModbusRtuSimulator(line, settings, devs) for line, (settings, devs) in sorted(by_line.items())]
     sims += instruments
+    sims += [
+        OpcuaSimulator(bind, port, devs, step=min(0.5, period / 100))
+        for port, devs in sorted(by_endpoint.items())
+    ]
     return sims
 
 
@@ -222,6 +233,10 @@ async def run(
                     f" {s.pair.sim_link}), {len(s.device.entries)} points",
                     flush=True,
                 )
+                continue
+            if isinstance(s, OpcuaSimulator):
+                for d in s.devices.values():
+                    print(f"simulating {d.id}: opcua {s.endpoint}, {len(d.entries)} variables", flush=True)
                 continue
             for d in s.devices.values():
                 where = (

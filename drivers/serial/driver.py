@@ -185,7 +185,7 @@ class SerialLineDriver:
             total=self.frame_errors[kind],
         )
 
-    async def next_frame(self, timeout: float | None) -> tuple[list[object], int] | None:
+    async def next_sample(self, timeout: float | None) -> tuple[list[object], int] | None:
         """The next valid frame's values (point order) and its time (ms since the epoch); None
         when `timeout` passes without one. Raises DeviceUnreachable when the port is lost."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -221,7 +221,7 @@ class SerialLineDriver:
         except (OSError, serial.SerialException) as exc:
             self._drop(f"serial port {self.port} failed: {exc}")
             raise DeviceUnreachable(self._lost or str(exc)) from None
-        got = await self.next_frame(self.timeout)
+        got = await self.next_sample(self.timeout)
         if got is None:
             self.error_count += 1
             why = f"no valid answer to {self.request.decode('latin-1')!r} within {self.timeout:g}s"

@@ -20,16 +20,17 @@ from drivers.modbus.address import (
     width_of,
 )
 from drivers.modbus.planner import PlanError, RegisterSpan, plan_reads
+from drivers.opcua.nodes import NodeSyntaxError, parse_node
 from drivers.serial.port import unescape
 
 from ..dictionary import DictionaryEntry, merge_points
-from .schema import Device, GatewayConfig, ModbusRtuDevice, ModbusTcpDevice, SerialDevice
+from .schema import Device, GatewayConfig, ModbusRtuDevice, ModbusTcpDevice, OpcuaDevice, SerialDevice
 from .source import Path_
 from .units import UNECE_REC20
 
 # Protocols and sections this build can run. Others validate by shape but are refused, so a
 # config never silently runs with part of it ignored.
-SUPPORTED_PROTOCOLS = {"modbus-tcp", "modbus-rtu", "serial"}
+SUPPORTED_PROTOCOLS = {"modbus-tcp", "modbus-rtu", "serial", "opcua"}
 
 
 @dataclass(slots=True)
@@ -88,6 +89,8 @@ def check(
             addresses = _check_modbus(dev, path, points, problems)
         elif isinstance(dev, SerialDevice):
             problems += _check_serial_line(dev, path, points)
+        elif isinstance(dev, OpcuaDevice):
+            problems += _check_opcua(dev, path, points)
         resolved.append(ResolvedDevice(i, points, addresses))
     problems += _check_serial_buses(devices)
     for model_id, model in cfg.models.items():
@@ -224,6 +227,31 @@ def _check_serial_line(
     for e in points:
         if e.access != "ro":
             out.append((e.where("access"), "a line-protocol instrument is read-only: access must be ro"))
+    return out
+
+
+def _check_opcua(
+    dev: OpcuaDevice, device_path: Path_, points: list[DictionaryEntry]
+) -> list[tuple[Path_, str]]:
+    out: list[tuple[Path_, str]] = []
+    c = dev.connection
+    for key in ("security", "user_certificate"):
+        if getattr(c, key) is not None:
+            out.append(
+                (
+                    (*device_path, "connection", key),
+                    f"OPC UA {key.replace('_', ' ')} is not available in this version of edgegw "
+                    "(security policy None with anonymous or username/password only)",
+                )
+            )
+    for e in points:
+        if e.opcua is None:
+            out.append((e.path, f"point '{e.id}' has no opcua: {{node: …}}"))
+            continue
+        try:
+            parse_node(e.opcua)
+        except NodeSyntaxError as exc:
+            out.append(((*e.where("opcua"), "node"), str(exc)))
     return out
 
 
