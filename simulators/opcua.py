@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +27,7 @@ from gateway.dictionary import DictionaryEntry
 from gateway.writeback import raw_value
 
 from .modbus_tcp import Fault
-from .values import ValueGenerator
+from .values import HeldValues
 
 for noisy in ("asyncua", "asyncua.server", "asyncua.common"):
     logging.getLogger(noisy).setLevel(logging.CRITICAL)
@@ -51,33 +50,12 @@ def eu_information(code: str) -> ua.EUInformation:
 
 
 @dataclass
-class OpcuaSimDevice:
-    id: str
-    entries: list[DictionaryEntry]
-    generators: list[ValueGenerator]
+class OpcuaSimDevice(HeldValues):
     unit_id: int | None = None
     fault: Fault = field(default_factory=Fault)
-    started: float = field(default_factory=time.monotonic)
-    requests: int = 0  # value updates made
-    held: dict[str, object] = field(default_factory=dict)
     faults: tuple[str, ...] = OPCUA_FAULTS
     nodes: list[Any] = field(default_factory=list)
     sim: Any = None
-
-    def values(self) -> dict[str, object]:
-        t = time.monotonic() - self.started
-        return {
-            e.id: self.held.get(e.id, g.value(t)) for e, g in zip(self.entries, self.generators, strict=True)
-        }
-
-    def hold(self, point_id: str, value: object) -> bool:
-        if point_id not in {e.id for e in self.entries}:
-            return False
-        if value is None:
-            self.held.pop(point_id, None)
-        else:
-            self.held[point_id] = value
-        return True
 
     def set_fault(self, fault: Fault) -> None:
         self.fault = fault

@@ -24,7 +24,6 @@ import logging
 import os
 import re
 import re._parser as sre  # the standard library's regex parser: to print lines a pattern matches
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +34,7 @@ from gateway.writeback import raw_value
 
 from .modbus_rtu import OnPty, PtyPair
 from .modbus_tcp import Fault
-from .values import ValueGenerator
+from .values import HeldValues, ValueGenerator
 
 log = logging.getLogger("edgegw.simulate")
 
@@ -239,39 +238,17 @@ def _render_group(tree: Any, names: dict[int, str], name: str) -> str:
 
 
 @dataclass
-class SerialInstrument:
+class SerialInstrument(HeldValues):
     """One simulated instrument: what the control API sees of it."""
 
-    id: str
-    entries: list[DictionaryEntry]
-    generators: list[ValueGenerator]
     unit_id: int | None = None
     fault: Fault = field(default_factory=Fault)
-    started: float = field(default_factory=time.monotonic)
-    requests: int = 0  # lines sent
-    held: dict[str, object] = field(default_factory=dict)
     faults: tuple[str, ...] = SERIAL_FAULTS
 
-    def values(self) -> dict[str, object]:
-        t = time.monotonic() - self.started
-        out: dict[str, object] = {}
-        for e, g in zip(self.entries, self.generators, strict=True):
-            if e.id in self.held:
-                out[e.id] = self.held[e.id]
-            elif e.type == "string":
-                out[e.id] = g.value(5.0 * self.requests)  # each line the next serial number
-            else:
-                out[e.id] = g.value(t)
-        return out
-
-    def hold(self, point_id: str, value: object) -> bool:
-        if point_id not in {e.id for e in self.entries}:
-            return False
-        if value is None:
-            self.held.pop(point_id, None)
-        else:
-            self.held[point_id] = value
-        return True
+    def generated(self, entry: DictionaryEntry, gen: ValueGenerator, t: float) -> object:
+        if entry.type == "string":
+            return gen.value(5.0 * self.requests)  # each line the next serial number
+        return gen.value(t)
 
     def set_fault(self, fault: Fault) -> None:
         self.fault = fault

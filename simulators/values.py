@@ -7,7 +7,9 @@ can predict what the gateway should report.
 from __future__ import annotations
 
 import math
+import time
 import zlib
+from dataclasses import dataclass, field
 
 from gateway.dictionary import DictionaryEntry
 
@@ -52,3 +54,36 @@ class ValueGenerator:
         e = self.entry
         wrap = _UNSIGNED_MAX.get(e.type) or _SIGNED_MAX.get(e.type, 2**31)
         return int(raw) % wrap * e.scale + e.offset
+
+
+@dataclass
+class HeldValues:
+    """A simulated device's points: each follows its generator unless held at a value (by
+    the control API), what the simulators of instruments and OPC UA servers share."""
+
+    id: str
+    entries: list[DictionaryEntry]
+    generators: list[ValueGenerator]
+    held: dict[str, object] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+    requests: int = 0
+
+    def generated(self, entry: DictionaryEntry, gen: ValueGenerator, t: float) -> object:
+        return gen.value(t)
+
+    def values(self) -> dict[str, object]:
+        t = time.monotonic() - self.started
+        return {
+            e.id: self.held[e.id] if e.id in self.held else self.generated(e, g, t)
+            for e, g in zip(self.entries, self.generators, strict=True)
+        }
+
+    def hold(self, point_id: str, value: object) -> bool:
+        """Hold a point at an engineering value (None: follow the generator again)."""
+        if point_id not in {e.id for e in self.entries}:
+            return False
+        if value is None:
+            self.held.pop(point_id, None)
+        else:
+            self.held[point_id] = value
+        return True
