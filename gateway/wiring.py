@@ -6,7 +6,8 @@ from drivers.base import Driver
 from drivers.modbus.codec import RegisterPoint
 from drivers.modbus.rtu import ModbusRtuDriver, SerialBus
 from drivers.modbus.tcp import ModbusTcpDriver
-from drivers.opcua.driver import OpcuaDriver, OpcuaPoint, SubscriptionSettings
+from drivers.opcua.driver import OpcuaDriver, OpcuaPoint, Security, SubscriptionSettings, UserCertificate
+from drivers.opcua.pki import Pki, application_uri
 from drivers.serial.driver import SerialLineDriver
 from drivers.serial.framing import Framer
 from drivers.serial.lines import LineParser
@@ -14,7 +15,14 @@ from drivers.serial.port import unescape
 
 from .config import LoadedConfig
 from .config.checks import ResolvedDevice
-from .config.schema import ModbusRtuDevice, ModbusTcpDevice, OpcuaDevice, SerialDevice, SerialLine
+from .config.schema import (
+    ModbusRtuDevice,
+    ModbusTcpDevice,
+    OpcuaDevice,
+    OpcuaSecurity,
+    SerialDevice,
+    SerialLine,
+)
 
 
 def register_points(dev: ModbusTcpDevice | ModbusRtuDevice, resolved: ResolvedDevice) -> list[RegisterPoint]:
@@ -80,8 +88,31 @@ def build_driver(loaded: LoadedConfig, resolved: ResolvedDevice) -> Driver:
             ),
             username=c.username,
             password=c.password.get_secret_value() if c.password else None,
+            security=opcua_security(loaded, c.security),
+            user_certificate=(
+                UserCertificate(loaded.relative(c.user_certificate), loaded.relative(c.user_private_key))
+                if c.user_certificate and c.user_private_key
+                else None
+            ),
         )
     raise ValueError(f"no driver for protocol {dev.protocol}")
+
+
+def opcua_security(loaded: LoadedConfig, sec: OpcuaSecurity | None) -> Security | None:
+    if sec is None:
+        return None
+    store = Pki(loaded.data_dir / "pki")
+    own = sec.certificate is None
+    return Security(
+        sec.policy,
+        sec.mode,
+        store.certificate if own else loaded.relative(sec.certificate or ""),
+        store.private_key if own else loaded.relative(sec.private_key or ""),
+        store,
+        loaded.relative(sec.server_certificate) if sec.server_certificate else None,
+        application_uri(loaded.config.gateway.id),
+        create=own,
+    )
 
 
 def line_settings(line: SerialLine) -> tuple[int, int, str, float]:

@@ -6,6 +6,14 @@ urn:edgegw:simulator:nsN, `nsu=` ones under their own URI; browse paths become f
 EURange and EngineeringUnits properties where the dictionary has them. Values follow the
 dictionary's generators and change every `step` seconds, with SourceTimestamp set.
 
+Security: a device with `connection.security` makes its endpoint offer that policy and mode
+(with no None endpoint unless another device on the port has no security), with a certificate
+kept in data_dir/simulator-pki; it is copied to the device's `server_certificate` when that
+file does not exist yet, so the gateway trusts the simulated machine as it would a pinned real
+one. A device with a username/password or a user certificate makes the server refuse anonymous
+sessions and accept exactly those identities. Client application certificates are accepted
+(the simulator logs their thumbprint), as a server in its "accept all" setting does.
+
 Faults: `bad` (every variable of the device reports BadSensorFailure), `restart` (the server
 stops and starts again after `delay` seconds, as a PLC rebooting).
 """
@@ -16,10 +24,14 @@ import asyncio
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from asyncua import Server, ua
+from asyncua.crypto import uacrypto
+from asyncua.crypto.permission_rules import User, UserRole
 
+from drivers.opcua import pki
 from drivers.opcua.nodes import parse_node
 from drivers.opcua.values import VARIANT_TYPES
 from gateway.config.units import UNECE_REC20
@@ -33,6 +45,70 @@ for noisy in ("asyncua", "asyncua.server", "asyncua.common"):
     logging.getLogger(noisy).setLevel(logging.CRITICAL)
 
 OPCUA_FAULTS = ("none", "bad", "restart")
+log = logging.getLogger("edgegw.simulate")
+
+_POLICY_TYPES = {
+    ("Basic256Sha256", "Sign"): ua.SecurityPolicyType.Basic256Sha256_Sign,
+    ("Basic256Sha256", "SignAndEncrypt"): ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
+    ("Aes128_Sha256_RsaOaep", "Sign"): ua.SecurityPolicyType.Aes128Sha256RsaOaep_Sign,
+    ("Aes128_Sha256_RsaOaep", "SignAndEncrypt"): ua.SecurityPolicyType.Aes128Sha256RsaOaep_SignAndEncrypt,
+    ("Aes256_Sha256_RsaPss", "Sign"): ua.SecurityPolicyType.Aes256Sha256RsaPss_Sign,
+    ("Aes256_Sha256_RsaPss", "SignAndEncrypt"): ua.SecurityPolicyType.Aes256Sha256RsaPss_SignAndEncrypt,
+}
+
+
+@dataclass
+class ServerSecurity:
+    """What one simulated endpoint offers: security policies (None among them or not), its
+    certificate, and the user identities it accepts (anonymous only when none is given)."""
+
+    policies: set[tuple[str, str]] = field(default_factory=set)
+    none: bool = False
+    certificate: Path | None = None
+    private_key: Path | None = None
+    passwords: dict[str, str] = field(default_factory=dict)
+    user_certificates: list[Path] = field(default_factory=list)
+    publish_to: list[Path] = field(default_factory=list)  # devices' server_certificate files
+
+    def ensure_certificate(self, uri: str) -> None:
+        assert self.certificate is not None and self.private_key is not None
+        if not self.certificate.exists() or not self.private_key.exists():
+            pki.create_certificate(
+                self.certificate, self.private_key, uri, common_name="edgegw simulator", server=True
+            )
+        der = pki.load_der(self.certificate)
+        for target in self.publish_to:
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(der)
+            elif pki.load_der(target) != der:
+                log.warning(
+                    "%s pins another certificate than this simulator's %s: the gateway will refuse it",
+                    target,
+                    self.certificate,
+                )
+
+
+class _Users:
+    """asyncua user manager: exactly the configured identities, anonymous only without any."""
+
+    def __init__(self, passwords: dict[str, str], certificates: list[bytes]):
+        self.passwords = passwords
+        self.certificates = certificates
+
+    def get_user(
+        self, iserver: Any, username: str | None = None, password: str | None = None, certificate: Any = None
+    ) -> User | None:
+        if username is not None:  # `certificate` is then the client's application certificate
+            if isinstance(password, bytes):
+                password = password.decode("utf-8", "replace")
+            ok = username in self.passwords and self.passwords[username] == password
+            return User(role=UserRole.User, name=username) if ok else None
+        if certificate is not None:
+            der = certificate if isinstance(certificate, bytes) else uacrypto.der_from_x509(certificate)
+            if der in self.certificates:
+                return User(role=UserRole.User, name="certificate")
+        return User(role=UserRole.User) if not (self.passwords or self.certificates) else None
 
 
 def eu_information(code: str) -> ua.EUInformation:
@@ -66,8 +142,16 @@ class OpcuaSimDevice(HeldValues):
 
 
 class OpcuaSimulator:
-    def __init__(self, host: str, port: int, devices: list[OpcuaSimDevice], step: float = 0.5):
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        devices: list[OpcuaSimDevice],
+        step: float = 0.5,
+        security: ServerSecurity | None = None,
+    ):
         self.host, self.port = host, port
+        self.security = security
         self.endpoint = f"opc.tcp://{host}:{port}"
         self.devices = {d.id: d for d in devices}
         for d in devices:
@@ -79,11 +163,30 @@ class OpcuaSimulator:
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
-        server = Server()
+        sec = self.security or ServerSecurity(none=True)
+        users = _Users(sec.passwords, [pki.load_der(p) for p in sec.user_certificates])
+        server = Server(user_manager=users)  # type: ignore[arg-type]
         await server.init()
         server.set_endpoint(self.endpoint)
         server.set_server_name("edgegw simulator")
-        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        uri = f"urn:edgegw:simulator:{self.port}"
+        await server.set_application_uri(uri)
+        policies = [ua.SecurityPolicyType.NoSecurity] if sec.none else []
+        policies += [_POLICY_TYPES[p] for p in sorted(sec.policies)]
+        server.set_security_policy(policies)
+        if sec.policies:
+            sec.ensure_certificate(uri)
+            await server.load_certificate(str(sec.certificate))
+            await server.load_private_key(str(sec.private_key))
+            server.set_certificate_validator(self._client_certificate)
+        tokens: list[type] = []
+        if not (sec.passwords or sec.user_certificates):
+            tokens.append(ua.AnonymousIdentityToken)
+        if sec.passwords:
+            tokens.append(ua.UserNameIdentityToken)
+        if sec.user_certificates:
+            tokens.append(ua.X509IdentityToken)
+        server.set_identity_tokens(tokens)
         for d in self.devices.values():
             folder = await server.nodes.objects.add_folder(ua.NodeId(f"{d.id}", 1), ua.QualifiedName(d.id, 1))
             d.nodes = []
@@ -96,6 +199,10 @@ class OpcuaSimulator:
         self.server = server
         await self._write_values()
         self._task = asyncio.create_task(self._run())
+
+    async def _client_certificate(self, cert: Any, app: ua.ApplicationDescription) -> None:
+        der = uacrypto.der_from_x509(cert)
+        log.info("%s: client %s presents %s", self.endpoint, app.ApplicationUri, pki.describe(der))
 
     async def _ns(self, server: Server, index: int, uri: str | None = None) -> int:
         """The server's namespace `index` (registering placeholders up to it), or `uri`'s."""

@@ -18,7 +18,7 @@ from gateway.wiring import register_points
 
 from .modbus_rtu import ModbusRtuSimulator, OnPty
 from .modbus_tcp import FAULTS, Fault, ModbusTcpSimulator, SimulatedDevice, SimulatedPoint
-from .opcua import OpcuaSimDevice, OpcuaSimulator
+from .opcua import OpcuaSimDevice, OpcuaSimulator, ServerSecurity
 from .serial_line import SERIAL_FAULTS, LineInstrumentSimulator, PatternError
 from .values import ValueGenerator
 
@@ -48,6 +48,7 @@ def build_simulators(loaded: LoadedConfig, bind: str, period: float = 60.0) -> l
     by_line: dict[str, tuple[tuple[int, int, str, float], list[SimulatedDevice]]] = {}
     instruments: list[LineInstrumentSimulator] = []
     by_endpoint: dict[int, list[OpcuaSimDevice]] = {}
+    security: dict[int, ServerSecurity] = {}
     for resolved in loaded.devices:
         dev = loaded.config.devices[resolved.index]
         if not dev.enabled:
@@ -63,6 +64,7 @@ def build_simulators(loaded: LoadedConfig, bind: str, period: float = 60.0) -> l
             port = urlsplit(dev.connection.endpoint).port or 4840
             gens = [ValueGenerator(dev.id, e, period) for e in resolved.points]
             by_endpoint.setdefault(port, []).append(OpcuaSimDevice(dev.id, resolved.points, gens))
+            _offer(security.setdefault(port, ServerSecurity()), loaded, dev, port)
             continue
         if not isinstance(dev, ModbusTcpDevice | ModbusRtuDevice):
             continue
@@ -83,10 +85,27 @@ def build_simulators(loaded: LoadedConfig, bind: str, period: float = 60.0) -> l
     sims += [ModbusRtuSimulator(line, settings, devs) for line, (settings, devs) in sorted(by_line.items())]
     sims += instruments
     sims += [
-        OpcuaSimulator(bind, port, devs, step=min(0.5, period / 100))
+        OpcuaSimulator(bind, port, devs, step=min(0.5, period / 100), security=security[port])
         for port, devs in sorted(by_endpoint.items())
     ]
     return sims
+
+
+def _offer(sec: ServerSecurity, loaded: LoadedConfig, dev: OpcuaDevice, port: int) -> None:
+    """Add what `dev` connects with to what its simulated endpoint offers and accepts."""
+    c = dev.connection
+    if c.security is None:
+        sec.none = True
+    else:
+        sec.policies.add((c.security.policy, c.security.mode))
+        store = loaded.data_dir / "simulator-pki"
+        sec.certificate, sec.private_key = store / f"opcua-{port}.der", store / f"opcua-{port}.pem"
+        if c.security.server_certificate:
+            sec.publish_to.append(loaded.relative(c.security.server_certificate))
+    if c.username is not None:
+        sec.passwords[c.username] = c.password.get_secret_value() if c.password else ""
+    if c.user_certificate is not None:
+        sec.user_certificates.append(loaded.relative(c.user_certificate))
 
 
 def control_app(sims: list[Simulator]) -> Any:

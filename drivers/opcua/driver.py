@@ -18,12 +18,15 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from asyncua import Client, ua
 from asyncua.common.subscription import DataChangeEvent
+from asyncua.crypto import security_policies
 
 from ..base import ABSENT, DeviceUnreachable, LatencyHistogram, PointError, WriteFailed, WriteTimeout
+from . import pki
 from .nodes import NodeRef, parse_node
 from .values import source_ms, status_name, to_point, variant
 
@@ -47,6 +50,35 @@ class SubscriptionSettings:
     deadband_type: str = "absolute"
 
 
+POLICIES = {
+    "Basic256Sha256": security_policies.SecurityPolicyBasic256Sha256,
+    "Aes128_Sha256_RsaOaep": security_policies.SecurityPolicyAes128Sha256RsaOaep,
+    "Aes256_Sha256_RsaPss": security_policies.SecurityPolicyAes256Sha256RsaPss,
+}
+MODES = {"Sign": ua.MessageSecurityMode.Sign, "SignAndEncrypt": ua.MessageSecurityMode.SignAndEncrypt}
+
+
+@dataclass(slots=True)
+class Security:
+    """A secured channel: policy and mode, the gateway's certificate and key, and how the
+    server's certificate is trusted (pinned file, else pki/trusted/)."""
+
+    policy: str
+    mode: str
+    certificate: Path
+    private_key: Path
+    pki: pki.Pki
+    server_certificate: Path | None = None
+    application_uri: str = "urn:edgegw"
+    create: bool = False  # the default certificate in data_dir/pki: made when absent
+
+
+@dataclass(slots=True)
+class UserCertificate:
+    certificate: Path
+    private_key: Path
+
+
 _READ_BATCH = 1000  # nodes per Read request (servers cap MaxNodesPerRead; 1000 is a common floor)
 
 
@@ -61,6 +93,8 @@ class OpcuaDriver:
         subscribe: SubscriptionSettings | None = None,
         username: str | None = None,
         password: str | None = None,
+        security: Security | None = None,
+        user_certificate: UserCertificate | None = None,
     ):
         self.device = device
         self.endpoint = endpoint
@@ -71,6 +105,8 @@ class OpcuaDriver:
         self.stream = subscribe is not None
         self.idle_timeout: float | None = None
         self.username, self.password = username, password
+        self.security = security
+        self.user_certificate = user_certificate
         self.request_count = 0
         self.error_count = 0
         self.latency = LatencyHistogram()
@@ -91,22 +127,27 @@ class OpcuaDriver:
     async def connect(self) -> None:
         await self.close()
         client = Client(self.endpoint, timeout=self.timeout, watchdog_intervall=1.0)
-        client.application_uri = "urn:edgegw:client"
+        client.application_uri = "urn:edgegw"
         client.name = client.description = "edgegw"
         if self.username:
             client.set_user(self.username)
             client.set_password(self.password or "")
         client.connection_lost_callback = self._on_lost
         try:
+            if self.security is not None:
+                await asyncio.wait_for(self._secure(client, self.security), self.timeout + 1)
+            if self.user_certificate is not None:
+                await self._user_identity(client, self.user_certificate)
             await asyncio.wait_for(client.connect(), self.timeout + 1)
+        except DeviceUnreachable:
+            await _quietly(client.disconnect())
+            raise
         except (OSError, TimeoutError) as exc:
             await _quietly(client.disconnect())
             raise DeviceUnreachable(f"cannot connect to {self.endpoint}: {_why(exc)}") from None
         except ua.UaStatusCodeError as exc:
             await _quietly(client.disconnect())
-            raise DeviceUnreachable(
-                f"{self.endpoint} refused the session: {status_name(ua.StatusCode(exc.code))}"
-            ) from None
+            raise DeviceUnreachable(self._refused(ua.StatusCode(exc.code))) from None
         except Exception as exc:  # asyncua raises assorted errors for refused handshakes
             await _quietly(client.disconnect())
             raise DeviceUnreachable(f"cannot connect to {self.endpoint}: {_why(exc)}") from None
@@ -120,6 +161,84 @@ class OpcuaDriver:
         except (OSError, TimeoutError, ua.UaError) as exc:
             await self.close()
             raise DeviceUnreachable(f"{self.endpoint}: {_why(exc)}") from None
+
+    async def _secure(self, client: Client, sec: Security) -> None:
+        """Pick the server's endpoint for exactly this policy and mode, check its certificate
+        against the trust list, and secure the channel; any mismatch is an error, never a
+        fallback to a weaker endpoint."""
+        if sec.create and not sec.certificate.exists():
+            await asyncio.to_thread(
+                pki.create_certificate, sec.certificate, sec.private_key, sec.application_uri
+            )
+        for f, what in ((sec.certificate, "certificate"), (sec.private_key, "private key")):
+            if not f.is_file():
+                raise DeviceUnreachable(
+                    f"the gateway's OPC UA {what} {f} does not exist (make one with `edgegw certs create`)"
+                )
+        try:
+            problem = pki.expiry_problem(sec.certificate)
+            client.application_uri = pki.uri_of(sec.certificate) or sec.application_uri
+        except ValueError as exc:
+            raise DeviceUnreachable(f"{sec.certificate} is not a certificate: {exc}") from None
+        if problem:
+            raise DeviceUnreachable(f"{problem} (make a new one with `edgegw certs create --force`)")
+        policy = POLICIES[sec.policy]
+        endpoints = await client.connect_and_get_server_endpoints()
+        match = [
+            ep
+            for ep in endpoints
+            if ep.SecurityPolicyUri == policy.URI and ep.SecurityMode == MODES[sec.mode]
+        ]
+        if not match:
+            offered = sorted(
+                {
+                    f"{ep.SecurityPolicyUri.rpartition('#')[2]}/{ep.SecurityMode.name.rstrip('_')}"
+                    for ep in endpoints
+                }
+            )
+            raise DeviceUnreachable(
+                f"{self.endpoint} has no {sec.policy}/{sec.mode} endpoint (it offers {', '.join(offered)})"
+            )
+        der = pki.first_certificate(match[0].ServerCertificate or b"")
+        try:
+            pki.check_server(der, sec.pki, sec.server_certificate, self.device, self.endpoint)
+        except pki.Untrusted as exc:
+            raise DeviceUnreachable(str(exc)) from None
+        try:
+            await client.set_security(
+                policy,
+                str(sec.certificate),
+                str(sec.private_key),
+                server_certificate=der,
+                mode=MODES[sec.mode],
+            )
+        except ValueError as exc:
+            raise DeviceUnreachable(f"cannot load {sec.certificate} / {sec.private_key}: {exc}") from None
+
+    async def _user_identity(self, client: Client, user: UserCertificate) -> None:
+        try:
+            await client.load_client_certificate(str(user.certificate))
+            await client.load_private_key(user.private_key)
+        except FileNotFoundError as exc:
+            raise DeviceUnreachable(f"user certificate file {exc.filename} does not exist") from None
+        except ValueError as exc:
+            raise DeviceUnreachable(f"cannot load the user certificate: {exc}") from None
+
+    def _refused(self, code: ua.StatusCode) -> str:
+        name = status_name(code)
+        text = f"{self.endpoint} refused the session: {name}"
+        if self.security is not None and name in (
+            "BadSecurityChecksFailed",
+            "BadCertificateUntrusted",
+            "BadCertificateInvalid",
+        ):
+            text += (
+                f" (the server must trust the gateway's certificate {self.security.certificate}: "
+                "add it to the server's trusted certificates)"
+            )
+        elif name in ("BadUserAccessDenied", "BadIdentityTokenRejected", "BadIdentityTokenInvalid"):
+            text += " (check the username and password or the user certificate)"
+        return text
 
     async def _on_lost(self, exc: Exception) -> None:
         self._lost = f"connection to {self.endpoint} lost: {_why(exc)}"

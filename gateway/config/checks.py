@@ -235,15 +235,34 @@ def _check_opcua(
 ) -> list[tuple[Path_, str]]:
     out: list[tuple[Path_, str]] = []
     c = dev.connection
-    for key in ("security", "user_certificate"):
-        if getattr(c, key) is not None:
-            out.append(
-                (
-                    (*device_path, "connection", key),
-                    f"OPC UA {key.replace('_', ' ')} is not available in this version of edgegw "
-                    "(security policy None with anonymous or username/password only)",
-                )
+    where = (*device_path, "connection")
+    if c.security is not None and (c.security.certificate is None) != (c.security.private_key is None):
+        missing = "private_key" if c.security.private_key is None else "certificate"
+        out.append(
+            (
+                (*where, "security", missing),
+                "give certificate and private_key together (or neither: the gateway's own "
+                "certificate in data_dir/pki is used, made when absent)",
             )
+        )
+    if (c.user_certificate is None) != (c.user_private_key is None):
+        missing = "user_private_key" if c.user_private_key is None else "user_certificate"
+        out.append(((*where, missing), "give user_certificate and user_private_key together"))
+    if c.user_certificate is not None and c.username is not None:
+        out.append(
+            ((*where, "user_certificate"), "one user identity: a username or a user certificate, not both")
+        )
+    if c.user_certificate is not None and c.security is None:
+        out.append(
+            (
+                (*where, "user_certificate"),
+                "a certificate user identity needs a secured channel: add connection.security",
+            )
+        )
+    if c.password is not None and c.username is None:
+        out.append(((*where, "password"), "a password without a username"))
+    if c.username is not None and c.password is None:
+        out.append(((*where, "username"), "a username without a password"))
     for e in points:
         if e.opcua is None:
             out.append((e.path, f"point '{e.id}' has no opcua: {{node: …}}"))
