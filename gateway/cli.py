@@ -191,6 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     idcli.add_parser(sub, cmd_id)
 
+    from . import opcuacli
+
+    opcuacli.add_parsers(sub, _load)
+
     rl = sub.add_parser("reload", help="make the running gateway apply its changed config (SIGHUP)")
     rl.add_argument("-c", "--config", required=True)
     rl.set_defaults(func=cmd_reload)

@@ -50,7 +50,7 @@ def test_validate_summary(tmp_path: Path):
         text=True,
     )
     assert out.returncode == 0, out.stderr
-    assert "5 devices, 46 points" in out.stdout
+    assert "6 devices, 59 points" in out.stdout
     assert "read requests per poll cycle" in out.stdout
 
 

@@ -49,6 +49,7 @@ UNECE_REC20: dict[str, tuple[str, str]] = {
     "MTS": ("m/s", "metre per second"),
     "KMH": ("km/h", "kilometre per hour"),
     "C16": ("mm/s", "millimetre per second"),
+    "H81": ("mm/min", "millimetre per minute"),
     # length, area, volume
     "MMT": ("mm", "millimetre"),
     "CMT": ("cm", "centimetre"),
