@@ -11,10 +11,14 @@ from pathlib import Path
 import pytest
 from harness import SimPlant, free_port, seq_report, wait_for
 
+from drivers.opcua import pki
+
 
 class Cell(SimPlant):
     def __init__(self, tmp: Path):
-        mqtt_port, opc = free_port(), free_port()
+        mqtt_port, opc, opc_secure = free_port(), free_port(), free_port()
+        user = tmp / "user"
+        pki.create_certificate(user / "op.der", user / "op.pem", "urn:acme:operator:kim")
         config = f"""
 gateway: {{id: gw-opc, data_dir: {tmp}/data}}
 devices:
@@ -36,10 +40,31 @@ devices:
     points:
       - {{id: feed_rate, type: float32, unit: MMT, range: [0, 5000], opcua: {{node: "ns=3;s=Feed.Rate"}}}}
       - {{id: x_pos, type: float64, opcua: {{node: "ns=3;s=Axis.X"}}}}
+  - id: cnc-3
+    protocol: opcua
+    connection:
+      endpoint: "opc.tcp://127.0.0.1:{opc_secure}"
+      security: {{policy: Basic256Sha256, mode: SignAndEncrypt, server_certificate: {tmp}/pinned/sim.der}}
+      username: operator
+      password: demo-password
+    poll: {{interval: 200ms, backoff_max: 1s}}
+    points:
+      - {{id: spindle_speed, type: float64, range: [0, 12000], opcua: {{node: "ns=2;s=Cnc3.Speed"}}}}
+  - id: cnc-4
+    protocol: opcua
+    connection:
+      endpoint: "opc.tcp://127.0.0.1:{opc_secure}"
+      security: {{policy: Aes256_Sha256_RsaPss, mode: Sign, server_certificate: {tmp}/pinned/sim.der}}
+      user_certificate: {user}/op.der
+      user_private_key: {user}/op.pem
+    mode: poll
+    poll: {{interval: 200ms, backoff_max: 1s}}
+    points:
+      - {{id: spindle_speed, type: float64, range: [0, 12000], opcua: {{node: "ns=2;s=Cnc4.Speed"}}}}
 northbound:
   mqtt: {{host: 127.0.0.1, port: {mqtt_port}}}
 """
-        super().__init__(tmp, config, "gw-opc", ["cnc-2"], mqtt_port, free_port())
+        super().__init__(tmp, config, "gw-opc", ["cnc-2", "cnc-3", "cnc-4"], mqtt_port, free_port())
         wait_for(lambda: len(self.sub.data("cnc-1")) > 2, 20, "cnc-1 polled")
 
 
@@ -105,3 +130,14 @@ def test_server_restart_then_data_resumes(cell: Cell) -> None:
     wait_for(lambda: len(cell.good("cnc-2", n)) > 3, 20, "subscription data again")
     wait_for(lambda: cell.sub.json("/cnc-2/status")[-1]["state"] == "online", 5, "online")
     assert cell.gw.p.poll() is None
+
+
+def test_secured_endpoints_with_username_and_user_certificate(cell: Cell) -> None:
+    """The simulator offers exactly the configured policies and identities; the gateway reads
+    over Basic256Sha256/SignAndEncrypt with a username and Aes256_Sha256_RsaPss/Sign with a
+    user certificate, trusting the simulator's pinned certificate and its own made in pki/."""
+    for dev in ("cnc-3", "cnc-4"):
+        msgs = cell.good(dev)
+        assert len(msgs) > 2 and all(0 <= m["points"]["spindle_speed"]["v"] <= 12000 for m in msgs)
+    assert (cell.tmp / "data" / "pki" / "edgegw.der").exists()  # made on first connect
+    assert pki.uri_of(cell.tmp / "data" / "pki" / "edgegw.der") == "urn:edgegw:gw-opc"

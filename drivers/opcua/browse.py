@@ -108,7 +108,10 @@ async def _describe(client: Client, variables: list[Variable]) -> None:
     supertypes: dict[ua.NodeId, tuple[ua.VariantType | None, str]] = {}
     for v, dt_, rank, acc in zip(variables, data_types, ranks, access, strict=True):
         v.data_type = dt_.Value.Value if dt_.StatusCode.is_good() else None
-        v.array = bool(rank.StatusCode.is_good() and (rank.Value.Value or 0) >= 1)
+        # ValueRank 1+ (n dimensions) or 0 (one or more); -1 scalar, -2/-3 "any" read as scalar
+        v.array = bool(
+            rank.StatusCode.is_good() and (rank.Value.Value if rank.Value.Value is not None else -1) >= 0
+        )
         level = acc.Value.Value if acc.StatusCode.is_good() else 0
         v.writable = bool((level or 0) & ua.AccessLevel.CurrentWrite.mask)
         if v.data_type is not None:
