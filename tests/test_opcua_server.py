@@ -168,6 +168,16 @@ POINTS = f"""
       - {{id: missing, type: float64, opcua: {{node: "nsu={NS_URI};s=NoSuchNode"}}}}"""
 
 
+def refused(device: str, connection: str) -> str:
+    """A one-point device the server is expected to refuse."""
+    return f"""  - id: {device}
+    protocol: opcua
+    connection: {connection}
+    poll: {{interval: 1s, backoff_max: 1s}}
+    points:
+      - {{id: force, type: float64, opcua: {{node: "nsu={NS_URI};s=Force"}}}}"""
+
+
 class Plant:
     def __init__(self, tmp: Path):
         self.tmp = tmp
@@ -192,24 +202,9 @@ devices:
     mode: subscribe
     poll: {{interval: 100ms, backoff_max: 1s}}
     points:{POINTS}
-  - id: wrong-password
-    protocol: opcua
-    connection: {{endpoint: {ep}, security: {sec}, username: op, password: nope, timeout: 2s}}
-    poll: {{interval: 1s, backoff_max: 1s}}
-    points:
-      - {{id: force, type: float64, opcua: {{node: "nsu={NS_URI};s=Force"}}}}
-  - id: sign-only
-    protocol: opcua
-    connection: {{endpoint: {ep}, security: {{policy: Basic256Sha256, mode: Sign}}, username: op, password: s3cret}}
-    poll: {{interval: 1s, backoff_max: 1s}}
-    points:
-      - {{id: force, type: float64, opcua: {{node: "nsu={NS_URI};s=Force"}}}}
-  - id: no-security
-    protocol: opcua
-    connection: {{endpoint: {ep}, username: op, password: s3cret}}
-    poll: {{interval: 1s, backoff_max: 1s}}
-    points:
-      - {{id: force, type: float64, opcua: {{node: "nsu={NS_URI};s=Force"}}}}
+{refused("wrong-password", f"{{endpoint: {ep}, security: {sec}, username: op, password: nope}}")}
+{refused("sign-only", f"{{endpoint: {ep}, security: {{policy: Basic256Sha256, mode: Sign}}, username: op, password: s3cret}}")}
+{refused("no-security", f"{{endpoint: {ep}, username: op, password: s3cret}}")}
   - id: untrusted-client
     protocol: opcua
     connection:

@@ -66,7 +66,14 @@ async def walk(client: Client, root: ua.NodeId, depth: int) -> list[Variable]:
     return found
 
 
-async def _browse(client: Client, nodes: list[ua.NodeId]) -> list[list[Any]]:
+async def _browse(
+    client: Client,
+    nodes: list[ua.NodeId],
+    reference: ua.NodeId = _HIERARCHICAL,
+    classes: int = ua.NodeClass.Object | ua.NodeClass.Variable,
+) -> list[list[Any]]:
+    """The forward references of type `reference` (and subtypes) of each node, to nodes of
+    `classes`, following continuation points."""
     out: list[list[Any]] = []
     for start in range(0, len(nodes), _CHUNK):
         descs = []
@@ -74,9 +81,9 @@ async def _browse(client: Client, nodes: list[ua.NodeId]) -> list[list[Any]]:
             d = ua.BrowseDescription()
             d.NodeId = n
             d.BrowseDirection = ua.BrowseDirection.Forward
-            d.ReferenceTypeId = _HIERARCHICAL
+            d.ReferenceTypeId = reference
             d.IncludeSubtypes = True
-            d.NodeClassMask = ua.NodeClass.Object | ua.NodeClass.Variable
+            d.NodeClassMask = classes
             d.ResultMask = ua.BrowseResultMask.All
             descs.append(d)
         params = ua.BrowseParameters()
@@ -118,7 +125,7 @@ async def _describe(client: Client, variables: list[Variable]) -> None:
             if v.data_type not in supertypes:
                 supertypes[v.data_type] = await _builtin(client, v.data_type)
             v.builtin, v.type_name = supertypes[v.data_type]
-    props = await _browse_properties(client, ids)
+    props = await _browse(client, ids, _HAS_PROPERTY, ua.NodeClass.Variable)
     wanted: list[tuple[Variable, str, ua.NodeId]] = []
     for v, refs in zip(variables, props, strict=True):
         for r in refs:
@@ -132,25 +139,6 @@ async def _describe(client: Client, variables: list[Variable]) -> None:
         elif name == "EngineeringUnits" and isinstance(value, ua.EUInformation):
             v.eu_unit_id = value.UnitId
             v.eu_display = value.DisplayName.Text if value.DisplayName else None
-
-
-async def _browse_properties(client: Client, nodes: list[ua.NodeId]) -> list[list[Any]]:
-    out: list[list[Any]] = []
-    for start in range(0, len(nodes), _CHUNK):
-        descs = []
-        for n in nodes[start : start + _CHUNK]:
-            d = ua.BrowseDescription()
-            d.NodeId = n
-            d.BrowseDirection = ua.BrowseDirection.Forward
-            d.ReferenceTypeId = _HAS_PROPERTY
-            d.IncludeSubtypes = True
-            d.NodeClassMask = ua.NodeClass.Variable
-            d.ResultMask = ua.BrowseResultMask.All
-            descs.append(d)
-        params = ua.BrowseParameters()
-        params.NodesToBrowse = descs
-        out += [list(r.References or []) for r in await client.uaclient.browse(params)]
-    return out
 
 
 async def _read(client: Client, nodes: list[ua.NodeId], attr: ua.AttributeIds) -> list[ua.DataValue]:
