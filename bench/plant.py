@@ -34,6 +34,7 @@ def write_config(
     mqtt_port: int,
     ports: list[int],
     mqtt_extra: str = "",
+    api_port: int | None = None,
 ) -> Path:
     lines = [
         "gateway: {id: gw-bench, data_dir: " + str(tmp / "data") + "}",
@@ -57,6 +58,8 @@ def write_config(
         "northbound:",
         f"  mqtt: {{host: 127.0.0.1, port: {mqtt_port}{', ' + mqtt_extra if mqtt_extra else ''}}}",
     ]
+    if api_port is not None:
+        lines.append(f'api: {{listen: "127.0.0.1:{api_port}"}}')
     path = tmp / "bench.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -91,6 +94,19 @@ def delivery(sub: Subscriber) -> tuple[int, int]:
     return sum(len(missing) for missing, _ in reports), sum(d for _, d in reports)
 
 
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def gateway_status(api_port: int) -> dict:
+    import httpx
+
+    return httpx.get(f"http://127.0.0.1:{api_port}/api/v1/status", timeout=5).json()
+
+
 def seconds(d: str) -> float:
     from gateway.config.types import parse_duration
 
@@ -105,6 +121,8 @@ __all__ = [
     "cpu_seconds",
     "delivery",
     "free_port",
+    "gateway_status",
+    "percentile",
     "seconds",
     "seq_report",
     "start_mosquitto",

@@ -168,6 +168,13 @@ class GatewayCollector:
             )
             lat.add_metric([], _buckets(h), h.sum)
             yield lat
+            h = m.sample_latency
+            lat = HistogramMetricFamily(
+                "edgegw_mqtt_sample_latency_seconds",
+                "from the end of the poll that made a data message to the broker's acknowledgement",
+            )
+            lat.add_metric([], _buckets(h), h.sum)
+            yield lat
 
         r = gw.registrar
         if r is not None:

@@ -127,6 +127,7 @@ class Subscriber:
     def __init__(self, port: int, topic: str = "#", persistent: bool = False):
         self.messages: list[tuple[str, bytes, bool]] = []
         self.arrived: list[float] = []
+        self.arrived_wall: list[float] = []  # time.time() of each arrival (latency against `ts`)
         self.lock = threading.Lock()
         self.client = paho.Client(
             CallbackAPIVersion.VERSION2,
@@ -147,6 +148,7 @@ class Subscriber:
         with self.lock:
             self.messages.append((msg.topic, msg.payload, bool(msg.retain)))
             self.arrived.append(time.monotonic())
+            self.arrived_wall.append(time.time())
 
     def json(self, suffix: str) -> list[dict[str, Any]]:
         with self.lock:

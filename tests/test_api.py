@@ -213,6 +213,10 @@ def test_metrics(api_plant: ApiPlant) -> None:
     assert value("edgegw_mqtt_connected") == 1.0
     assert value("edgegw_mqtt_acked") > 5
     assert value("edgegw_mqtt_publish_latency_seconds") > 5
+    assert value("edgegw_mqtt_sample_latency_seconds") > 5  # poll end -> broker acknowledgement
+    fam_lat = fam["edgegw_mqtt_sample_latency_seconds"]
+    buckets = {s.labels["le"]: s.value for s in fam_lat.samples if s.name.endswith("_bucket")}
+    assert buckets["+Inf"] > buckets["0.0005"]  # real durations, not all zero
     assert value("edgegw_influxdb_lines_written") > 0
     assert value("process_cpu_seconds") > 0
     assert value("process_resident_memory_bytes") > 10e6

@@ -152,6 +152,7 @@ def summary(gw: Gateway, started: float) -> dict[str, Any]:
             "acked": m.acked,
             "replayed": m.replayed,
             "publish_latency": _latency(m.publish_latency),
+            "poll_to_ack_latency": _latency(m.sample_latency),
         }
     if i is not None:
         out["influxdb"] = {

@@ -56,6 +56,21 @@ def _json(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def _sample_ts(body: bytes) -> int | None:
+    """The `ts` of a data message as submit() writes it ({"seq":N,"ts":T,…}), without parsing
+    the whole payload; None for anything else."""
+    if not body.startswith(b'{"seq":'):
+        return None
+    i = body.find(b',"ts":', 7, 40)
+    j = body.find(b",", i + 6) if i > 0 else -1
+    if j < 0:
+        return None
+    try:
+        return int(body[i + 6 : j])
+    except ValueError:
+        return None
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -79,7 +94,9 @@ class MqttSink:
         self._status: dict[str, bytes] = {}
         self._inflight: dict[int, int] = {}  # paho mid -> queue row id
         self._sent_at: dict[int, float] = {}  # paho mid -> when it was handed to paho
+        self._sampled_at: dict[int, int] = {}  # paho mid -> the data message's ts (poll end, ms)
         self.publish_latency = LatencyHistogram()
+        self.sample_latency = LatencyHistogram()  # poll end -> broker acknowledgement
         self.on_command = on_command if settings.commands else None
         self.commands = 0
         self._live_cursor = 0  # last row handed to paho in the live lane
@@ -220,6 +237,7 @@ class MqttSink:
         # QoS 0: paho drops what it could not send; the next connect's replay sends it again
         self._inflight.clear()
         self._sent_at.clear()
+        self._sampled_at.clear()
 
     def _birth(self) -> bytes:
         return _json({"state": "online", "ts": now_ms(), "version": __version__})
@@ -304,6 +322,8 @@ class MqttSink:
         acks = self._acks
         done = []
         sent_at, latency = self._sent_at, self.publish_latency
+        sampled_at, since_poll = self._sampled_at, self.sample_latency
+        wall_offset = time.time() - time.monotonic()
         while acks:
             mid, at = acks.popleft()
             row = self._inflight.pop(mid, None)
@@ -312,6 +332,9 @@ class MqttSink:
                 t = sent_at.pop(mid, None)
                 if t is not None:
                     latency.observe(at - t)
+                ts = sampled_at.pop(mid, None)
+                if ts is not None:
+                    since_poll.observe(max(0.0, at + wall_offset - ts / 1000))
         if done:
             self.acked += len(done)
             self.queue.ack(done)
@@ -402,6 +425,9 @@ class MqttSink:
             return False
         self._inflight[info.mid] = row_id
         self._sent_at[info.mid] = time.monotonic()
+        ts = _sample_ts(body)
+        if ts is not None:
+            self._sampled_at[info.mid] = ts
         self.published += 1
         return True
 
@@ -422,6 +448,7 @@ class MqttSink:
         self._status.update(old._status)
         self.published, self.acked, self.replayed = old.published, old.acked, old.replayed
         self.commands, self.publish_latency = old.commands, old.publish_latency
+        self.sample_latency = old.sample_latency
 
     async def stop(self, devices: list[str]) -> None:
         """Flush what can be flushed within `flush_timeout`, set statuses offline, disconnect."""
