@@ -316,6 +316,10 @@ class OpcuaDriver:
         # is on its way and the previous answer is being converted here
         results = await asyncio.gather(*(self._read_chunk(c, out) for c in chunks), return_exceptions=True)
         failed = next((r for r in results if isinstance(r, BaseException)), None)
+        if failed is not None and not isinstance(
+            failed, OSError | TimeoutError | ua.UaError | ConnectionError
+        ):
+            raise failed  # a defect, not an unreachable server: the runner's guard reports it
         if failed is not None:
             self.error_count += 1
             reason = self._lost or f"read from {self.endpoint} failed: {_why(failed)}"
