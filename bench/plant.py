@@ -35,16 +35,22 @@ def write_config(
     ports: list[int],
     mqtt_extra: str = "",
     api_port: int | None = None,
+    publish: str = "always",
+    changing: float = 1.0,
 ) -> Path:
+    """`changing`: the share of each device's points whose value moves; the others hold still
+    (int16, scale 1, range [100, 101]: the simulator's sine stays within 100.15..100.85)."""
     lines = [
         "gateway: {id: gw-bench, data_dir: " + str(tmp / "data") + "}",
         "models:",
         "  bench:",
         "    points:",
     ]
+    moving = round(points * changing)
     for i in range(points):
+        kind = "scale: 0.1, range: [0, 400]" if i < moving else "scale: 1, range: [100, 101]"
         lines.append(
-            f"      - {{id: p{i:04d}, type: int16, scale: 0.1, unit: CEL, range: [0, 400], modbus: {{address: 'hr:{i}'}}}}"
+            f"      - {{id: p{i:04d}, type: int16, {kind}, unit: CEL, modbus: {{address: 'hr:{i}'}}}}"
         )
     lines.append("devices:")
     for d in range(devices):
@@ -52,7 +58,7 @@ def write_config(
         lines.append(
             f"  - {{id: dev-{d:04d}, model: bench, protocol: modbus-tcp, "
             f"connection: {{host: 127.0.0.1, port: {port}, unit_id: {d // len(ports) % 247 + 1}}}, "
-            f"poll: {{interval: {interval}}}}}"
+            f"poll: {{interval: {interval}}}, publish: {publish}}}"
         )
     lines += [
         "northbound:",
@@ -107,6 +113,30 @@ def gateway_status(api_port: int) -> dict:
     return httpx.get(f"http://127.0.0.1:{api_port}/api/v1/status", timeout=5).json()
 
 
+def ack_buckets(api_port: int) -> list[tuple[float, float]]:
+    """Cumulative (upper bound s, count) of the gateway's poll-end -> broker-ack histogram."""
+    import httpx
+
+    text = httpx.get(f"http://127.0.0.1:{api_port}/metrics", timeout=5).text
+    out = []
+    for line in text.splitlines():
+        if line.startswith("edgegw_mqtt_sample_latency_seconds_bucket{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            out.append((float(le), float(line.rsplit(" ", 1)[1])))
+    return out
+
+
+def window_percentiles(before: list[tuple[float, float]], after: list[tuple[float, float]]) -> dict:
+    """p50/p99 in ms (bucket upper bounds) of what the histogram gained between two readings."""
+    diff = [(le, a - b) for (le, a), (_, b) in zip(after, before, strict=True)]
+    total = diff[-1][1] if diff else 0
+    result: dict = {"count": int(total)}
+    for name, q in (("p50_ms", 0.5), ("p99_ms", 0.99)):
+        bound = next((le for le, n in diff if total and n >= q * total), None)
+        result[name] = None if bound is None else (round(bound * 1000, 1) if bound != float("inf") else "inf")
+    return result
+
+
 def seconds(d: str) -> float:
     from gateway.config.types import parse_duration
 
@@ -118,6 +148,7 @@ __all__ = [
     "ROOT",
     "Proc",
     "Subscriber",
+    "ack_buckets",
     "cpu_seconds",
     "delivery",
     "free_port",
@@ -130,5 +161,6 @@ __all__ = [
     "vm",
     "wait_for",
     "wait_port",
+    "window_percentiles",
     "write_config",
 ]

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +25,7 @@ from plant import (
     ROOT,
     Proc,
     Subscriber,
+    ack_buckets,
     cpu_seconds,
     delivery,
     free_port,
@@ -33,88 +36,246 @@ from plant import (
     start_simulators,
     vm,
     wait_for,
+    window_percentiles,
     write_config,
 )
+
+SCENARIOS = [
+    # (devices, points, interval, publish, share of values changing, simulator processes)
+    (10, 100, "1s", "always", 1.0, 1),
+    (200, 100, "1s", "always", 1.0, 2),
+    (1000, 100, "1s", "always", 1.0, 4),
+    (200, 100, "200ms", "always", 1.0, 3),
+    (200, 100, "100ms", "always", 1.0, 4),
+    (200, 100, "1s", "on_change", 0.1, 2),
+]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--all", action="store_true", help="run every scenario, then print the table")
     ap.add_argument("--devices", type=int, default=10)
     ap.add_argument("--points", type=int, default=100)
     ap.add_argument("--interval", default="1s")
-    ap.add_argument("--seconds", type=float, default=30)
+    ap.add_argument("--publish", choices=["always", "on_change"], default="always")
+    ap.add_argument("--changing", type=float, default=1.0, help="share of the values that change")
+    ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--sim-processes", type=int, default=2)
+    ap.add_argument("--no-ceiling", action="store_true", help="skip the bare pymodbus client run")
     ap.add_argument(
         "--smoke",
         action="store_true",
-        help="CI: print the figures, write no result file, exit 1 if any value was lost (a seq gap)",
+        help="CI: print the figures, no ceiling, no result file; exit 1 if any value was lost (a seq gap)",
     )
     args = ap.parse_args()
-    name = f"{args.devices}x{args.points}@{args.interval}"
+    if args.all:
+        results = [
+            scenario(d, p, i, pub, ch, sims, args.seconds, ceiling=not args.no_ceiling)
+            for d, p, i, pub, ch, sims in SCENARIOS
+        ]
+        for r in results:
+            save(r)
+        table(results)
+        return
+    result = scenario(
+        args.devices,
+        args.points,
+        args.interval,
+        args.publish,
+        args.changing,
+        args.sim_processes,
+        args.seconds,
+        ceiling=not (args.no_ceiling or args.smoke),
+    )
+    if args.smoke:
+        _check(result)
+    else:
+        save(result)
+
+
+def scenario(
+    devices: int,
+    points: int,
+    interval: str,
+    publish: str,
+    changing: float,
+    sim_processes: int,
+    window: float,
+    ceiling: bool,
+) -> dict:
+    name = f"{devices}x{points}@{interval}" + (f"-on_change-{changing:.0%}" if publish == "on_change" else "")
     with tempfile.TemporaryDirectory(prefix="edgegw-bench-") as t:
         tmp = Path(t)
         mqtt_port = free_port()
         broker = start_mosquitto(tmp, mqtt_port)
-        sim_ports = [free_port() for _ in range(args.sim_processes)]
+        sim_ports = [free_port() for _ in range(sim_processes)]
         api_port = free_port()
         full = write_config(
-            tmp, args.devices, args.points, args.interval, mqtt_port, sim_ports, api_port=api_port
+            tmp,
+            devices,
+            points,
+            interval,
+            mqtt_port,
+            sim_ports,
+            api_port=api_port,
+            publish=publish,
+            changing=changing,
         )
+        t_validate = time.monotonic()
+        subprocess.run([*EDGEGW, "validate", "-c", str(full)], check=True, capture_output=True)
+        validate_s = time.monotonic() - t_validate
         sims = start_simulators(tmp, full, sim_ports)
         sub = Subscriber(mqtt_port, "edgegw/gw-bench/+/data")
-        gw = Proc([*EDGEGW, "run", "-c", str(full)], tmp / "gw.log")
         try:
-            wait_for(lambda: len(sub.messages) >= args.devices, 60, "first data from every device")
-            time.sleep(2)  # settle
-            n0 = len(sub.messages)
-            c0, t0 = cpu_seconds(gw.pid), time.monotonic()
-            time.sleep(args.seconds)
-            n1 = len(sub.messages)
-            c1, t1 = cpu_seconds(gw.pid), time.monotonic()
+            t_spawn = time.monotonic()
+            gw = Proc([*EDGEGW, "run", "-c", str(full)], tmp / "gw.log")
+            try:
+                wait_for(lambda: len(sub.messages) >= 1, 60, "first data message")
+                first_s = time.monotonic() - t_spawn
+                wait_for(
+                    lambda: len({m[0] for m in list(sub.messages)}) >= devices, 60, "data from every device"
+                )
+                every_s = time.monotonic() - t_spawn
+                time.sleep(2)  # settle
+                h0, (s0, st0) = ack_buckets(api_port), samples(api_port)
+                n0, c0, t0 = len(sub.messages), cpu_seconds(gw.pid), time.monotonic()
+                time.sleep(window)
+                n1, c1, t1 = len(sub.messages), cpu_seconds(gw.pid), time.monotonic()
+                s1, st1 = samples(api_port)
+                to_ack = window_percentiles(h0, ack_buckets(api_port))
+                rss, peak = vm(gw.pid, "VmRSS"), vm(gw.pid, "VmHWM")
+            finally:
+                gw.stop()
             with sub.lock:
-                window = sub.messages[n0:n1]
+                batch = sub.messages[n0:n1]
                 arrived = sub.arrived_wall[n0:n1]
-            bodies = [json.loads(p) for _, p, _ in window]
+            bodies = [json.loads(p) for _, p, _ in batch]
             values = sum(len(b["points"]) for b in bodies)
             # poll end (the message's ts) to arrival at this subscriber, same clock
             to_sub = [1000 * a - b["ts"] for a, b in zip(arrived, bodies, strict=True)]
-            to_ack = gateway_status(api_port)["mqtt"]["poll_to_ack_latency"]
             gaps, dups = delivery(sub)
+            span = t1 - t0
             result = {
                 "scenario": name,
-                "values_per_s": round(values / (t1 - t0)),
-                "messages_per_s": round((n1 - n0) / (t1 - t0), 1),
-                "offered_values_per_s": round(args.devices * args.points / seconds(args.interval)),
-                "gateway_cpu_pct": round(100 * (c1 - c0) / (t1 - t0), 1),
-                "gateway_rss_mb": round(vm(gw.pid, "VmRSS"), 1),
-                "gateway_peak_rss_mb": round(vm(gw.pid, "VmHWM"), 1),
+                "devices": devices,
+                "points": points,
+                "interval": interval,
+                "publish": publish,
+                "offered_values_per_s": round(devices * points / seconds(interval)),
+                # every poll is a sample of all the device's points, published or not (on_change)
+                "polled_values_per_s": round((s1 - s0) * points / (st1 - st0)),
+                "values_per_s": round(values / span),
+                "messages_per_s": round((n1 - n0) / span, 1),
+                "gateway_cpu_pct": round(100 * (c1 - c0) / span, 1),
+                "gateway_rss_mb": round(rss, 1),
+                "gateway_peak_rss_mb": round(peak, 1),
+                "rss_kb_per_point": round(1024 * peak / (devices * points), 2),
                 "poll_to_ack_p50_ms": to_ack["p50_ms"],
                 "poll_to_ack_p99_ms": to_ack["p99_ms"],
                 "poll_to_subscriber_p50_ms": _round(percentile(to_sub, 0.5)),
                 "poll_to_subscriber_p99_ms": _round(percentile(to_sub, 0.99)),
                 "seq_gaps": gaps,
                 "duplicates": dups,
-                "seconds": args.seconds,
+                "validate_s": round(validate_s, 2),
+                "first_publish_s": round(first_s, 2),
+                "every_device_published_s": round(every_s, 2),
+                "simulator_processes": sim_processes,
+                "seconds": window,
             }
+            if ceiling:
+                bare = bare_client(devices, points, interval, sim_ports, window)
+                result["ceiling"] = bare
+                result["ratio_to_ceiling"] = (
+                    round(result["polled_values_per_s"] / bare["values_per_s"], 2)
+                    if bare["values_per_s"]
+                    else None
+                )
         finally:
-            gw.stop()
             sub.stop()
             for s in sims:
                 s.stop()
             broker.kill()
-    if not args.smoke:
-        out = ROOT / "bench" / "results"
-        out.mkdir(parents=True, exist_ok=True)
-        (out / f"{name.replace('@', '_at_')}.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(
-        f"{name:<18} values/s {result['values_per_s']:>7} (offered {result['offered_values_per_s']})  "
-        f"cpu {result['gateway_cpu_pct']:>5}%  rss {result['gateway_rss_mb']} MB "
-        f"(peak {result['gateway_peak_rss_mb']})  poll->ack p50/p99 {result['poll_to_ack_p50_ms']}/"
-        f"{result['poll_to_ack_p99_ms']} ms  poll->subscriber p50/p99 {result['poll_to_subscriber_p50_ms']}/"
-        f"{result['poll_to_subscriber_p99_ms']} ms  seq gaps {gaps}  dups {dups}"
+    print(line(result), flush=True)
+    return result
+
+
+def samples(api_port: int) -> tuple[int, float]:
+    """The gateway's sample count, and when it was read (the middle of the request)."""
+    before = time.monotonic()
+    n = gateway_status(api_port)["samples"]
+    return n, (before + time.monotonic()) / 2
+
+
+def bare_client(devices: int, points: int, interval: str, ports: list[int], window: float) -> dict:
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "ceiling.py"),
+            f"--devices={devices}",
+            f"--points={points}",
+            f"--interval={interval}",
+            "--ports=" + ",".join(map(str, ports)),
+            f"--seconds={window}",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
-    if args.smoke:
-        _check(result)
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def line(r: dict) -> str:
+    ceiling = r.get("ceiling")
+    tail = (
+        f"  ceiling {ceiling['values_per_s']} values/s at {ceiling['cpu_pct']}% cpu  ratio {r['ratio_to_ceiling']}"
+        if ceiling
+        else ""
+    )
+    return (
+        f"{r['scenario']:<26} values/s {r['values_per_s']:>7} (polled {r['polled_values_per_s']}, "
+        f"offered {r['offered_values_per_s']})  cpu {r['gateway_cpu_pct']:>5}%  rss {r['gateway_rss_mb']} MB "
+        f"(peak {r['gateway_peak_rss_mb']}, {r['rss_kb_per_point']} kB/point)  "
+        f"poll->ack p50/p99 {r['poll_to_ack_p50_ms']}/{r['poll_to_ack_p99_ms']} ms  "
+        f"poll->subscriber p50/p99 {r['poll_to_subscriber_p50_ms']}/{r['poll_to_subscriber_p99_ms']} ms  "
+        f"seq gaps {r['seq_gaps']}  dups {r['duplicates']}  validate {r['validate_s']} s  "
+        f"first publish {r['first_publish_s']} s{tail}"
+    )
+
+
+def save(result: dict) -> None:
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    name = result["scenario"].replace("@", "_at_").replace("%", "pct")
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
+def table(results: list[dict]) -> None:
+    """The README's table, in Markdown."""
+    print()
+    print(
+        "| scenario | values/s delivered | polled | ceiling (bare pymodbus) | ratio | gateway CPU | peak RSS |"
+        " poll→ack p50/p99 | poll→subscriber p50/p99 | seq gaps |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        c = r.get("ceiling", {})
+        print(
+            f"| {r['scenario']} | {r['values_per_s']:,} | {r['polled_values_per_s']:,} | "
+            f"{c.get('values_per_s', 0):,} ({c.get('cpu_pct', '-')} % CPU) | {r.get('ratio_to_ceiling')} | "
+            f"{r['gateway_cpu_pct']} % | {r['gateway_peak_rss_mb']} MB | "
+            f"≤{r['poll_to_ack_p50_ms']}/≤{r['poll_to_ack_p99_ms']} ms | "
+            f"{r['poll_to_subscriber_p50_ms']}/{r['poll_to_subscriber_p99_ms']} ms | {r['seq_gaps']} |"
+        )
+    small = next((r for r in results if r["devices"] * r["points"] == 1000), None)
+    big = max(results, key=lambda r: r["devices"] * r["points"])
+    if small and big is not small:
+        extra = big["devices"] * big["points"] - small["devices"] * small["points"]
+        per = 1024 * (big["gateway_peak_rss_mb"] - small["gateway_peak_rss_mb"]) / extra
+        print(
+            f"\nmemory per configured point: {per:.2f} kB ({small['scenario']} -> {big['scenario']}); "
+            f"{big['scenario']}: validate {big['validate_s']} s, first publish {big['first_publish_s']} s, "
+            f"every device published {big['every_device_published_s']} s"
+        )
 
 
 def _check(result: dict) -> None:

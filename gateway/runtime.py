@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import gc
 import json
 import logging
 import os
@@ -524,6 +525,11 @@ async def run(loaded: LoadedConfig) -> int:
         )
         await gw.stop()
         return 2
+    # What start-up built (config, dictionary, drivers) lives as long as the process: keep it
+    # out of the cyclic collector's full passes, which would otherwise walk it every time and
+    # stall the event loop for tens of milliseconds at 100,000 values per second.
+    gc.collect()
+    gc.freeze()
     await stop.wait()
     event(log, logging.INFO, "stopping")
     for task in reloads:

@@ -3,8 +3,10 @@
 A device's task never waits for another's, so a slow or dead device delays only itself.
 Instruments that send on their own (a `stream` driver: scales, barcode readers) have no poll:
 each frame they send is a sample when it arrives.
-Deadlines advance by the interval from the previous deadline (no drift); a poll that overruns
-its slot skips the missed deadlines and counts them instead of queueing catch-up polls. While
+Devices start at different phases of their interval (see PollGroup.phase), so their polls do
+not all end at the same instant. Deadlines advance by the interval from the previous deadline
+(no drift); a poll that overruns its slot skips the missed deadlines and counts them instead of
+queueing catch-up polls. While
 a device is unreachable each attempt still yields a sample with every point bad, and attempts
 back off exponentially up to `poll.backoff_max`.
 """
@@ -15,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +52,13 @@ class PollGroup:
     backoff_max: float
     offline_after: int
     counters: DeviceCounters = field(default_factory=DeviceCounters)
+
+    @property
+    def phase(self) -> float:
+        """Delay of the first poll: a fraction (from the device id, stable across restarts and
+        reloads) of the interval, at most 1 s. A thousand devices at 1 s then poll spread over
+        the second instead of all at once, so no burst of samples queues up behind itself."""
+        return zlib.crc32(self.device.encode()) % 10_000 / 10_000 * min(self.interval, 1.0)
 
 
 class DeviceRunner:
@@ -204,7 +214,7 @@ class DeviceRunner:
         if getattr(self.driver, "stream", False):
             await self._stream()
             return
-        deadline = time.monotonic()
+        deadline = time.monotonic() + g.phase
         while True:
             now = time.monotonic()
             if deadline > now:

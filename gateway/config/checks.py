@@ -48,6 +48,7 @@ def check(
     problems: list[tuple[Path_, str]] = []
     resolved: list[ResolvedDevice] = []
     seen: dict[str, int] = {}
+    shared: dict[tuple[object, ...], tuple[list[DictionaryEntry], dict[str, ModbusAddress]]] = {}
     for i, dev in devices:
         path: Path_ = ("devices", i)
         if dev.id in seen:
@@ -77,20 +78,30 @@ def check(
                     )
                 )
                 problems.append(((*path, "model"), f"unknown model '{dev.model}'; {known}"))
+        # devices that take a model as it is share its merged, checked points (a plant has
+        # hundreds of the same machine: this keeps validation and memory per model, not per device)
+        key = _shared_key(dev, model)
+        if key is not None and key in shared:
+            points, addresses = shared[key]
+            resolved.append(ResolvedDevice(i, points, addresses))
+            continue
         entries, merge_problems = merge_points(dev, path, model, dev.model)
-        problems += merge_problems
+        mine: list[tuple[Path_, str]] = list(merge_problems)
         points = [e for e in entries if e is not None]
         if not points and not merge_problems and (dev.model is None or model is not None):
-            problems.append(((*path, "points"), "the device has no points (give a model or points)"))
+            mine.append(((*path, "points"), "the device has no points (give a model or points)"))
         addresses: dict[str, ModbusAddress] = {}
         for e in points:
-            problems += _check_point(e)
+            mine += _check_point(e)
         if isinstance(dev, ModbusTcpDevice | ModbusRtuDevice):
-            addresses = _check_modbus(dev, path, points, problems)
+            addresses = _check_modbus(dev, path, points, mine)
         elif isinstance(dev, SerialDevice):
-            problems += _check_serial_line(dev, path, points)
+            mine += _check_serial_line(dev, path, points)
         elif isinstance(dev, OpcuaDevice):
-            problems += _check_opcua(dev, path, points)
+            mine += _check_opcua(dev, path, points)
+        if key is not None and not mine:
+            shared[key] = (points, addresses)
+        problems += mine
         resolved.append(ResolvedDevice(i, points, addresses))
     problems += _check_serial_buses(devices)
     for model_id, model in cfg.models.items():
@@ -109,6 +120,16 @@ def check(
     known.update({cfg.devices[r.index].id: {e.id for e in r.points} for r in resolved})
     problems += check_rules(cfg, known)
     return resolved, problems
+
+
+def _shared_key(dev: Device, model: object) -> tuple[object, ...] | None:
+    """What a model-only Modbus device's checked points depend on (the model and the read
+    planner); None for a device with points of its own or of another protocol, whose checks
+    also look at its connection."""
+    if model is None or dev.points or not isinstance(dev, ModbusTcpDevice | ModbusRtuDevice):
+        return None
+    p = dev.planner
+    return (dev.model, p.max_registers, p.max_bits, p.max_gap)
 
 
 def _check_serial_buses(devices: list[tuple[int, Device]]) -> list[tuple[Path_, str]]:

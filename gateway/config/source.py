@@ -75,8 +75,9 @@ class SourceMap:
         return ConfigIssue(self.locate(path), tuple(path), message)
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """The safe loader, on libyaml when PyYAML has it (a 100,000-point config parses in a
+    fraction of the time); nodes keep their line marks either way."""
 
 
 def _node_to_python(

@@ -26,9 +26,9 @@ acknowledged is still in the gateway's queue.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
+import socket
 import ssl
 import time
 import zlib
@@ -36,6 +36,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -50,10 +51,14 @@ from ..normalise import Sample
 
 log = logging.getLogger("edgegw.mqtt")
 STREAM = "mqtt"
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
 
 
 def _json(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    # orjson: compact UTF-8 like json.dumps(separators=(",", ":"), ensure_ascii=False), several
+    # times faster on the hot path (a 100-point data message per device and poll). NaN and
+    # infinities become null, which is valid JSON where json.dumps would write NaN.
+    return orjson.dumps(obj)
 
 
 def _sample_ts(body: bytes) -> int | None:
@@ -156,6 +161,10 @@ class MqttSink:
             self._broker_warning("broker refused the connection", reason=str(reason))
             return
         self._attempt = 0
+        sock = client.socket()
+        if isinstance(sock, socket.socket):
+            # PUBLISHes leave at once instead of waiting for the broker's ACK of the previous one
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         event(log, logging.INFO, "connected to broker", broker=self._broker)
         loop = self._loop
         if loop is not None and not loop.is_closed():
@@ -213,8 +222,11 @@ class MqttSink:
         # while the broker stays away, one line per 30 s rather than one per retry
         self._ratelimit.log("connect", logging.WARNING, msg, broker=self._broker, **fields)
 
-    def _on_publish(self, _c: Any, _u: Any, mid: int, _r: Any, _p: Any) -> None:
+    def _on_publish(self, client: paho.Client, _u: Any, mid: int, _r: Any, _p: Any) -> None:
         self._acks.append((mid, time.monotonic()))
+        sock = client.socket()
+        if _QUICKACK is not None and isinstance(sock, socket.socket):
+            sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
         self._notify()
 
     def _on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
