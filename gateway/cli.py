@@ -94,6 +94,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from . import doctor
+
+    return doctor.run(args.config, timeout=args.timeout)
+
+
 def cmd_reload(args: argparse.Namespace) -> int:
     import errno
     import fcntl
@@ -195,6 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     opcuacli.add_parsers(sub, _load)
 
+    dr = sub.add_parser(
+        "doctor", help="check a deployment: config, ports, serial permissions, broker, node, disk, clock"
+    )
+    dr.add_argument("-c", "--config", required=True)
+    dr.add_argument("--timeout", type=float, default=3.0, help="per network check, seconds")
+    dr.set_defaults(func=cmd_doctor)
     rl = sub.add_parser("reload", help="make the running gateway apply its changed config (SIGHUP)")
     rl.add_argument("-c", "--config", required=True)
     rl.set_defaults(func=cmd_reload)

@@ -24,7 +24,7 @@ from identifier.client import from_settings
 from identifier.registrar import Registrar
 from identifier.rules import RuleSet, engineering
 
-from . import __version__, logs
+from . import __version__, logs, systemd
 from .config import ConfigError, LoadedConfig, load_config
 from .config.checks import ResolvedDevice
 from .config.schema import BufferSettings
@@ -500,9 +500,11 @@ async def run(loaded: LoadedConfig) -> int:
 
     def on_hup() -> None:
         event(log, logging.INFO, "reload requested (SIGHUP)")
+        systemd.reloading()
         task = asyncio.create_task(gw.reload(), name="reload")
         reloads.add(task)
         task.add_done_callback(reloads.discard)
+        task.add_done_callback(lambda _t: systemd.notify("READY=1"))
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     try:
@@ -530,7 +532,13 @@ async def run(loaded: LoadedConfig) -> int:
     # stall the event loop for tens of milliseconds at 100,000 values per second.
     gc.collect()
     gc.freeze()
+    systemd.notify("READY=1", f"STATUS=polling {len(gw.runners)} devices")
+    interval = systemd.watchdog_interval()
+    watchdog = asyncio.create_task(systemd.keep_alive(interval), name="watchdog") if interval else None
     await stop.wait()
+    systemd.notify("STOPPING=1")
+    if watchdog is not None:
+        watchdog.cancel()
     event(log, logging.INFO, "stopping")
     for task in reloads:
         task.cancel()
