@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test setup system-packages lint clean bench-smoke
+.PHONY: demo test setup system-packages lint clean bench bench-smoke
 
 demo: setup
 	scripts/demo
@@ -22,6 +22,10 @@ $(BIN)/edgegw: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e ".[test]"
 	@touch $@
+
+# every throughput scenario with its bare-pymodbus ceiling; the README's table (several minutes)
+bench: setup
+	$(BIN)/python bench/run.py --all --seconds 20
 
 # not a timed test: 10 s at 10,000 values/s through store-and-forward, failing only on lost values
 bench-smoke: setup

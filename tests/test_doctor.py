@@ -106,12 +106,12 @@ devices:
         assert line_of(out, "clock").split()[0] in ("ok", "warn")
         assert "s3cret" not in out and "s3cret" not in good.stderr
 
-        bad = doctor(cfg, {"MQTT_PASSWORD": "wrong", "NODE_PASSWORD": "wrong"})
+        bad = doctor(cfg, {"MQTT_PASSWORD": "Wr0ngPa55", "NODE_PASSWORD": "Wr0ngPa55"})
         broker_line = line_of(bad.stdout, "broker")
         assert broker_line.startswith("FAIL") and "refused" in broker_line and "MQTT_PASSWORD" in broker_line
         node_line = line_of(bad.stdout, "identifier node")
         assert node_line.startswith("FAIL") and "login refused" in node_line, bad.stdout
-        assert "wrong" not in bad.stdout
+        assert "Wr0ngPa55" not in bad.stdout
 
         broker.kill()
         gone = doctor(cfg, {"MQTT_PASSWORD": "s3cret", "NODE_PASSWORD": "pw"})
@@ -133,5 +133,5 @@ def test_doctor_reports_every_config_error_and_exits_2(tmp_path: Path):
     r = doctor(cfg)
     assert r.returncode == 2
     assert f"{cfg}:3: devices[0]" in r.stdout
-    assert r.stdout.splitlines()[-1].startswith("FAIL  config")
+    assert r.stdout.splitlines()[-2].startswith("FAIL  config")
     assert "Traceback" not in r.stdout + r.stderr
