@@ -47,17 +47,10 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-# every change goes through run: printed, and done unless --dry-run
-run() {
-    printf '+ %s\n' "$*"
-    [ "$DRY" -eq 1 ] || "$@"
-}
-note() { printf '= %s\n' "$*"; }
-
-if [ "$DRY" -eq 0 ] && [ "$(id -u)" -ne 0 ]; then
-    echo "install.sh: run as root (sudo), or with --dry-run to see what it would do" >&2
-    exit 1
-fi
+SCRIPT=install.sh
+# shellcheck source=deploy/actions.sh
+. "$(dirname "${BASH_SOURCE[0]}")/actions.sh"
+require_root
 if [ -n "$WHEELS" ] && [ ! -d "$WHEELS" ]; then
     echo "install.sh: --wheels $WHEELS is not a directory" >&2
     exit 2

@@ -27,16 +27,10 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-run() {
-    printf '+ %s\n' "$*"
-    [ "$DRY" -eq 1 ] || "$@"
-}
-note() { printf '= %s\n' "$*"; }
-
-if [ "$DRY" -eq 0 ] && [ "$(id -u)" -ne 0 ]; then
-    echo "uninstall.sh: run as root (sudo), or with --dry-run to see what it would do" >&2
-    exit 1
-fi
+SCRIPT=uninstall.sh
+# shellcheck source=deploy/actions.sh
+. "$(dirname "${BASH_SOURCE[0]}")/actions.sh"
+require_root
 R="$ROOT"
 
 if [ -z "$ROOT" ] && command -v systemctl >/dev/null; then
