@@ -114,7 +114,9 @@ def _disk(loaded: LoadedConfig, _t: float) -> list[Verdict]:
             )
         ]
     if free < need + 1024**3:
-        return [Verdict("warn", "disk", found + " (less than 1 GB to spare beyond the cap)", "free some space")]
+        return [
+            Verdict("warn", "disk", found + " (less than 1 GB to spare beyond the cap)", "free some space")
+        ]
     return [Verdict("ok", "disk", found)]
 
 
@@ -181,8 +183,7 @@ def _tcp(name: str, host: str, port: int, timeout: float) -> Verdict:
             "FAIL",
             name,
             f"{host}:{port}: no answer within {timeout:g}s",
-            "is the device powered and on this network? check cabling, VLAN and firewalls "
-            f"(`ping {host}`)",
+            f"is the device powered and on this network? check cabling, VLAN and firewalls (`ping {host}`)",
         )
     except OSError as exc:
         why = exc.strerror or str(exc)
@@ -265,7 +266,9 @@ def _broker(loaded: LoadedConfig, timeout: float) -> list[Verdict]:
     client.loop_start()
     try:
         if not answered.wait(timeout):
-            return [Verdict("FAIL", "broker", f"{where}: no CONNACK within {timeout:g}s", "is it an MQTT port?")]
+            return [
+                Verdict("FAIL", "broker", f"{where}: no CONNACK within {timeout:g}s", "is it an MQTT port?")
+            ]
         reason = result["reason"]
         if reason.is_failure:
             return [
@@ -305,7 +308,10 @@ def _node(loaded: LoadedConfig, timeout: float) -> list[Verdict]:
             return Verdict("ok", "identifier node", f"{node.url} ({node.kind}): logged in{who}")
         except TimeoutError:
             return Verdict(
-                "FAIL", "identifier node", f"{node.url}: no answer within {timeout * 2:g}s", "check url and firewall"
+                "FAIL",
+                "identifier node",
+                f"{node.url}: no answer within {timeout * 2:g}s",
+                "check url and firewall",
             )
         except Exception as exc:  # Transient, Rejected …: the message is the finding
             return Verdict(
