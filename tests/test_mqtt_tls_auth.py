@@ -120,6 +120,8 @@ def test_wrong_password_is_reported_and_data_stays_queued(tmp_path: Path) -> Non
             [*EDGEGW, "run", "-c", str(cfg)], tmp_path / "gw.log", env={"MQTT_PASSWORD": "wrong-password"}
         )
         wait_for(lambda: "broker refused the connection" in gw.output(), 15, "refusal logged")
+        # the first poll comes up to a second after start (polls are spread over the interval)
+        wait_for(lambda: "device online" in gw.output(), 15, "a first poll, queued")
         assert gw.stop() == 0
         assert "wrong-password" not in gw.output()
         assert "messages kept in the queue for the next start" in gw.output()
