@@ -6,9 +6,8 @@ each frame they send is a sample when it arrives.
 Devices start at different phases of their interval (see PollGroup.phase), so their polls do
 not all end at the same instant. Deadlines advance by the interval from the previous deadline
 (no drift); a poll that overruns its slot skips the missed deadlines and counts them instead of
-queueing catch-up polls. While
-a device is unreachable each attempt still yields a sample with every point bad, and attempts
-back off exponentially up to `poll.backoff_max`.
+queueing catch-up polls. While a device is unreachable each attempt still yields a sample with
+every point bad, and attempts back off exponentially up to `poll.backoff_max`.
 """
 
 from __future__ import annotations
