@@ -36,3 +36,15 @@ def api_plant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     plant = ApiPlant(tmp_path_factory.mktemp("api"))
     yield plant
     plant.stop()
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[object]:
+    """A 4 MiB tmpfs (root only): fill it for ENOSPC, remount it read-only."""
+    from harness import Tmpfs, can_mount
+
+    if not can_mount():
+        pytest.skip("mounting a tmpfs needs root")
+    fs = Tmpfs(tmp_path / "fs")
+    yield fs
+    fs.unmount()

@@ -257,3 +257,41 @@ class SimPlant:
         for p in (self.gw, self.sim, self.broker):
             p.stop()
         self.sub.stop()
+
+
+class Tmpfs:
+    """A small tmpfs mounted on a test's directory: a real disk that fills up and that can be
+    remounted read-only. Needs root (CI runs as root)."""
+
+    def __init__(self, path: Path, size: str = "4m"):
+        self.path = path
+        path.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+        self.filler = path / "filler"
+
+    def fill(self) -> None:
+        """Take every free byte (ENOSPC for the next write)."""
+        fd = os.open(self.filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        try:
+            for size in (65536, 4096, 1):
+                try:
+                    while True:
+                        os.write(fd, b"\0" * size)
+                except OSError:
+                    pass
+        finally:
+            os.close(fd)
+
+    def free(self) -> None:
+        self.filler.unlink(missing_ok=True)
+
+    def readonly(self, on: bool) -> None:
+        mode = "ro" if on else "rw"
+        subprocess.run(["mount", "-o", f"remount,{mode}", str(self.path)], check=True)
+
+    def unmount(self) -> None:
+        subprocess.run(["umount", "-l", str(self.path)], check=False)
+
+
+def can_mount() -> bool:
+    return os.geteuid() == 0 and shutil.which("mount") is not None

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from gateway.durable_queue import DurableQueue
+from gateway.durable_queue import ROW_OVERHEAD, DurableQueue
 
 
 def test_messages_and_sequences_survive_reopen(tmp_path: Path):
@@ -31,11 +31,12 @@ def test_ids_are_never_reused_after_the_queue_empties(tmp_path: Path):
 
 
 def test_full_queue_drops_oldest_and_counts(tmp_path: Path):
-    q = DurableQueue(tmp_path / "q.sqlite3", max_bytes=1000)
+    row = 100 + len("t") + ROW_OVERHEAD  # what one message costs on disk
+    q = DurableQueue(tmp_path / "q.sqlite3", max_bytes=10 * row)
     for i in range(30):
         q.append("mqtt", "t", bytes([65 + i % 26]) * 100)
         q.commit()
-    assert q.bytes <= 1000
+    assert q.bytes <= 10 * row
     assert q.dropped == 20
     kept = q.after("mqtt", 0, 100)
     assert len(kept) == 10 and kept[0][2][:1] == bytes([65 + 20 % 26])
