@@ -58,6 +58,16 @@ _PER_DEVICE: list[tuple[str, str, Callable[[DeviceRunner], float]]] = [
         "requests that timed out or were answered with an error",
         lambda r: getattr(r.driver, "error_count", 0),
     ),
+    (
+        "internal_errors",
+        "exceptions in the gateway's own code while serving the device (logged with the device)",
+        lambda r: r.group.counters.internal_errors,
+    ),
+    (
+        "task_restarts",
+        "times the device's task was restarted after an internal error",
+        lambda r: r.group.counters.restarts,
+    ),
     ("writes", "write-back requests sent to the device", lambda r: r.group.counters.writes),
     (
         "write_errors",
@@ -140,8 +150,22 @@ class GatewayCollector:
             yield size
             yield CounterMetricFamily(
                 "edgegw_queue_dropped",
-                "messages dropped because the queue reached buffer.max_bytes",
+                "messages dropped because the queue reached buffer.max_bytes (or, while commits "
+                "fail, its memory bound)",
                 value=q.dropped,
+            )
+            yield CounterMetricFamily(
+                "edgegw_queue_commit_failures",
+                "queue transactions that failed (disk full, read-only, locked); the batch is kept and retried",
+                value=q.commit_failures,
+            )
+            yield GaugeMetricFamily(
+                "edgegw_queue_pending_messages",
+                "messages in memory waiting for a queue commit to succeed",
+                value=q.pending,
+            )
+            yield GaugeMetricFamily(
+                "edgegw_queue_writable", "0 while queue commits fail", value=0.0 if q.failing else 1.0
             )
 
         m = gw.mqtt
@@ -160,6 +184,11 @@ class GatewayCollector:
             )
             yield CounterMetricFamily(
                 "edgegw_mqtt_commands", "write requests received on P/G/D/set", value=m.commands
+            )
+            yield CounterMetricFamily(
+                "edgegw_mqtt_sink_errors",
+                "MQTT sink cycles that failed (queue unreadable or an internal error) and were retried",
+                value=m.queue_errors + m.crashes,
             )
             h = m.publish_latency
             lat = HistogramMetricFamily(

@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from drivers.base import WriteFailed, WriteTimeout
+from drivers.base import WriteFailed
 from identifier.client import from_settings
 from identifier.registrar import Registrar
 from identifier.rules import RuleSet, engineering
@@ -28,13 +28,13 @@ from . import __version__, logs, systemd
 from .config import ConfigError, LoadedConfig, load_config
 from .config.checks import ResolvedDevice
 from .config.schema import BufferSettings
-from .durable_queue import DurableQueue
+from .durable_queue import DurableQueue, QueueUnavailable
 from .logs import event
 from .normalise import Normaliser, Sample
 from .scheduler import DeviceRunner, PollGroup
 from .sinks.mqtt import MqttSink
 from .wiring import build_driver
-from .writeback import CheckedWrite, WriteRejected, check_write
+from .writeback import CheckedWrite, WriteRejected, check_write, write_error
 
 if TYPE_CHECKING:
     from .sinks.influxdb import InfluxSink
@@ -249,7 +249,9 @@ class Gateway:
         )
         self.runners[dev.id] = runner
         self._shapes[dev.id] = _device_shape(loaded, resolved)
-        self._tasks[dev.id] = asyncio.create_task(runner.run(), name=f"poll-{dev.id}")
+        self._tasks[dev.id] = asyncio.create_task(
+            logs.supervise(f"poll-{dev.id}", runner.run, runner.crashed), name=f"poll-{dev.id}"
+        )
 
     async def _stop_device(self, device: str) -> None:
         task = self._tasks.pop(device)
@@ -329,28 +331,37 @@ class Gateway:
             if not isinstance(req, dict) or not isinstance(req.get("points"), dict) or not req["points"]:
                 raise ValueError('expected {"id": "...", "points": {"<point>": <value>, ...}}')
             req_id = req.get("id")
-        except ValueError as exc:
-            errors.append(f"bad request: {exc}")
+            if not isinstance(req_id, str | int | None) or isinstance(req_id, bool):
+                req_id = None
+                raise ValueError('"id" must be a string or a number')
+            if isinstance(req_id, str) and len(req_id) > 200:
+                req_id = req_id[:200]
+                raise ValueError('"id" is longer than 200 characters')
+        except (ValueError, RecursionError) as exc:  # RecursionError: nesting too deep to parse
+            errors.append(f"bad request: {str(exc)[:200] or 'nested too deeply'}")
         else:
             for point, value in req["points"].items():
                 try:
                     await self.write_point(device, str(point), value, who=f"mqtt id={req_id}", via="mqtt")
-                except WriteRejected as exc:
-                    errors.append(f"{point}: {exc.reason}")
-                except WriteTimeout as exc:
-                    errors.append(f"{point}: the device did not answer the write: {exc}")
-                except WriteFailed as exc:
-                    errors.append(f"{point}: the device refused the write: {exc}")
-                except TimeoutError:
-                    errors.append(f"{point}: the device did not answer the write in time")
+                except Exception as exc:
+                    errors.append(f"{point}: {write_error(exc)[1]}")
+                    if not isinstance(exc, WriteRejected | WriteFailed | TimeoutError):
+                        log.error(
+                            "write failed with an internal error",
+                            exc_info=exc,
+                            extra={"fields": {"device": device, "point": point, "via": "mqtt"}},
+                        )
         body: dict[str, Any] = {"id": req_id, "ok": not errors}
         if errors:
             body["error"] = "; ".join(errors)
+            event(log, logging.WARNING, "set refused", device=device, id=req_id, error=body["error"][:500])
         self._publish_event(f"{device}/set/result", body)
 
     def not_ready(self) -> list[str]:
         """Why the gateway is not ready (empty when it is): sinks that are not connected."""
         out = []
+        if self.queue is not None and self.queue.failing is not None:
+            out.append(self.queue.failing)
         if self.mqtt is not None and not self.mqtt.connected:
             out.append("MQTT broker not connected")
         if self.influx is not None and not self.influx.healthy and self.influx.failures:
@@ -463,7 +474,7 @@ class Gateway:
         old = self.mqtt
         await old.detach()
         self.queue.configure(mq.buffer.max_bytes, mq.buffer.fsync)
-        sink = MqttSink(mq, new.config.gateway.id, self.queue, new.relative)
+        sink = MqttSink(mq, new.config.gateway.id, self.queue, new.relative, self._on_command)
         sink.adopt(old)
         self.mqtt = sink
         for r in new.devices:
@@ -509,8 +520,9 @@ async def run(loaded: LoadedConfig) -> int:
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     try:
         await gw.start()
-    except AlreadyRunning as exc:
+    except (AlreadyRunning, QueueUnavailable) as exc:
         event(log, logging.ERROR, str(exc))
+        await gw.stop()
         return 1
     except OSError as exc:  # e.g. the HTTP API's port is taken
         event(log, logging.ERROR, "cannot start", error=str(exc))

@@ -39,6 +39,8 @@ class DeviceCounters:
     last_poll_ms: float = 0.0
     writes: int = 0
     failed_writes: int = 0
+    internal_errors: int = 0  # exceptions in the gateway's own code while serving this device
+    restarts: int = 0  # times the device's task was restarted after one
     poll_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
 
 
@@ -82,6 +84,7 @@ class DeviceRunner:
         self.io = asyncio.Lock()
         self._failures = 0
         self._ratelimit = RateLimited(log, 60.0)
+        self._ratelimit_internal = RateLimited(log, 60.0)
         # per point, the device's own timestamp of the last value read (OPC UA SourceTimestamp)
         self._source_ts: list[int | None] | None = getattr(driver, "source_ts", None)
 
@@ -116,6 +119,24 @@ class DeviceRunner:
             if isinstance(exc, Exception):
                 self._error(f"write {point_id}: {exc or 'timeout'}")
             raise
+
+    def crashed(self, exc: BaseException, failures: int) -> None:
+        """The device's task ended with an exception (the supervisor restarts it): every point
+        bad and the device offline with the reason, so nobody mistakes stale values for live."""
+        c = self.group.counters
+        c.restarts += 1
+        c.internal_errors += 1
+        reason = f"internal error: {exc!r}"[:200]
+        self._error(reason)
+        self._set_state("offline", reason)
+        self._emit_all_bad(reason)
+
+    def _internal_error(self, what: str, exc: BaseException) -> None:
+        c = self.group.counters
+        c.internal_errors += 1
+        self._error(f"internal error: {exc!r}"[:200])
+        if self._ratelimit_internal.allow(what):
+            log.error(what, exc_info=exc, extra={"fields": {"device": self.group.device}})
 
     def _emit_all_bad(self, reason: str) -> None:
         readings = self.normaliser.all_bad(reason)
@@ -197,7 +218,8 @@ class DeviceRunner:
             self._set_state("offline", reason)
             self._emit_all_bad(reason)
         else:
-            self.reason = reason
+            if reason != self.reason:  # the cause changed: the status says the current one
+                self._set_state("offline", reason)
             self._ratelimit.log(
                 "unreachable",
                 logging.WARNING,
@@ -230,7 +252,7 @@ class DeviceRunner:
                 self._failures += 1
                 readings = self.normaliser.all_bad(reason)
                 if self._failures >= g.offline_after:
-                    if self.state != "offline":
+                    if self.state != "offline" or reason != self.reason:
                         self._set_state("offline", reason)
                     else:
                         self._ratelimit.log(
@@ -251,7 +273,11 @@ class DeviceRunner:
                 self._failures = 0
                 if self.state != "online":
                     self._set_state("online")
-                readings = self.normaliser.normalise(raw)
+                try:
+                    readings = self.normaliser.normalise(raw)
+                except Exception as exc:  # values the dictionary cannot take: bad, with the reason
+                    self._internal_error("normalising a poll failed", exc)
+                    readings = self.normaliser.all_bad(f"internal error: {exc!r}"[:200])
                 if self._source_ts is not None:
                     for r, ts in zip(readings, self._source_ts, strict=False):
                         r.ts = ts
@@ -261,8 +287,11 @@ class DeviceRunner:
             ts = time.time_ns() // 1_000_000
             self.latest = readings
             self.latest_ts = ts
-            out, full = self.normaliser.to_publish(readings, finished)
-            self.emit(Sample(g.device, ts, out, full))
+            try:
+                out, full = self.normaliser.to_publish(readings, finished)
+                self.emit(Sample(g.device, ts, out, full))
+            except Exception as exc:  # a sink or normalisation bug: counted, the device goes on
+                self._internal_error("publishing a poll failed", exc)
             if self.state == "offline":
                 backoff = min(g.interval * 2 ** min(self._failures - g.offline_after, 16), g.backoff_max)
                 deadline = time.monotonic() + max(backoff, g.interval)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from drivers.base import INT_LIMITS
+from drivers.base import INT_LIMITS, WriteFailed, WriteTimeout
 
 from .dictionary import DictionaryEntry
 
@@ -87,3 +87,19 @@ def check_write(entry: DictionaryEntry, value: object) -> CheckedWrite:
     if t == "float32" and abs(raw) > 3.4028234663852886e38:  # type: ignore[arg-type]
         raise WriteRejected("bad_value", f"{value:g} does not fit float32")
     return CheckedWrite(entry.id, raw, value)
+
+
+_KIND_STATUS = {"unknown": 404, "read_only": 409, "bad_value": 422, "disabled": 403}
+
+
+def write_error(exc: BaseException) -> tuple[int, str]:
+    """Any failure of a write -> (HTTP status, reason): one mapping for HTTP and MQTT `set`."""
+    if isinstance(exc, WriteRejected):
+        return _KIND_STATUS.get(exc.kind, 422), exc.reason
+    if isinstance(exc, WriteTimeout):
+        return 504, f"the device did not answer the write: {exc}"
+    if isinstance(exc, WriteFailed):
+        return 502, f"the device refused the write: {exc}"
+    if isinstance(exc, TimeoutError):
+        return 504, "the device did not answer the write in time (connection busy)"
+    return 500, f"internal error: {type(exc).__name__}"

@@ -49,7 +49,12 @@ class SerialBus:
     @classmethod
     def for_port(cls, port: str, settings: tuple[int, int, str, float], inter_frame: float) -> SerialBus:
         bus = cls._buses.get(port)
-        if bus is None or bus.settings != settings:
+        if bus is not None and bus.settings != settings:
+            # new line settings (a reload): the devices on the old bus have been stopped; the
+            # port is closed here and reopened with the new settings, or it would stay locked
+            bus.close()
+            bus = None
+        if bus is None:
             bus = cls._buses[port] = SerialBus(port, settings, inter_frame)
         bus.inter_frame = max(bus.inter_frame, inter_frame)
         return bus

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
+import sqlite3
 import time
 import zlib
 from typing import Any
@@ -36,7 +38,7 @@ from drivers.base import INT_LIMITS
 from ..config.schema import InfluxSettings
 from ..dictionary import DictionaryEntry, visible
 from ..durable_queue import DurableQueue
-from ..logs import RateLimited, event, report_crash
+from ..logs import RateLimited, event, report_crash, supervise
 from ..normalise import Sample
 
 log = logging.getLogger("edgegw.influxdb")
@@ -71,14 +73,19 @@ def field_kind(entry: DictionaryEntry) -> str:
     return "float"
 
 
-def format_field(kind: str, value: object) -> str:
-    if kind == "float":
-        return repr(float(value))  # type: ignore[arg-type]
-    if kind == "int":
-        return f"{int(value)}i"  # type: ignore[call-overload]
+def format_field(kind: str, value: object) -> str | None:
+    """The field's text, or None for a value that is not a scalar of the field's kind (an OPC
+    UA array, a structure, a non-finite float): it is skipped, never a crash."""
+    if kind == "string":
+        return _string_field(value) if isinstance(value, str) else None
+    if not isinstance(value, bool | int | float):
+        return None
     if kind == "bool":
         return "true" if value else "false"
-    return _string_field(str(value))
+    if kind == "int":
+        return f"{int(value)}i" if not isinstance(value, float) or value.is_integer() else None
+    v = float(value)
+    return repr(v) if math.isfinite(v) else None
 
 
 class DeviceLines:
@@ -91,6 +98,7 @@ class DeviceLines:
         base = f"{_escape_measurement(measurement)},{tag_text}"
         self.heads = {q: f"{base},quality={q} " for q in ("good", "uncertain")}
         self.fields = {e.id: (_escape_key(e.id), field_kind(e)) for e in entries if visible(e, level)}
+        self.skipped = 0  # values that are not scalars of their field's kind
 
     def lines(self, sample: Sample) -> list[str]:
         groups: dict[str, list[str]] = {}
@@ -99,7 +107,11 @@ class DeviceLines:
             f = fields.get(r.id)
             if f is None or r.v is None or r.q == "bad":
                 continue
-            groups.setdefault(r.q, []).append(f"{f[0]}={format_field(f[1], r.v)}")
+            text = format_field(f[1], r.v)
+            if text is None:
+                self.skipped += 1
+                continue
+            groups.setdefault(r.q, []).append(f"{f[0]}={text}")
         ts = f" {sample.ts}"
         return [self.heads[q] + ",".join(parts) + ts for q, parts in groups.items()]
 
@@ -157,8 +169,8 @@ class InfluxSink:
         self._wake.set()
 
     async def start(self) -> None:
-        for coro, name in ((self._flusher(), "influxdb-flush"), (self._sender(), "influxdb-send")):
-            task = asyncio.create_task(coro, name=name)
+        for run, name in ((self._flusher, "influxdb-flush"), (self._sender, "influxdb-send")):
+            task = asyncio.create_task(supervise(name, run), name=name)
             task.add_done_callback(report_crash)
             self._tasks.append(task)
         if self.queue.depth_of(STREAM):
@@ -171,19 +183,40 @@ class InfluxSink:
 
     async def _sender(self) -> None:
         attempt = 0
+        done: set[int] = set()  # written but the acknowledgement not yet committed
         while True:
             await self._wake.wait()
             self._wake.clear()
             while True:
-                rows = self.queue.after(STREAM, 0, 1)
+                try:
+                    rows = [r for r in self.queue.after(STREAM, 0, 1 + len(done)) if r[0] not in done]
+                    if not rows and done and self.queue.commit():
+                        done.clear()
+                except sqlite3.Error as exc:
+                    self._ratelimit.log(
+                        "queue", logging.ERROR, "cannot read the queue; retrying", error=str(exc)
+                    )
+                    rows = []
+                    self._wake.set()
+                    await asyncio.sleep(1.0)
+                    break
                 if not rows:
+                    if done:  # acknowledgements wait for the queue to accept them
+                        self._wake.set()
+                        await asyncio.sleep(1.0)
                     break
                 row_id, count, body = rows[0]
-                delay = await self._write(zlib.decompress(body), int(count))
+                try:
+                    text = zlib.decompress(body)
+                except zlib.error:
+                    text = None
+                delay = await self._write(text, int(count)) if text is not None else None
                 if delay is None:  # written, or refused for good
                     attempt = 0
                     self.queue.ack([row_id])
-                    self.queue.commit()
+                    done.add(row_id)
+                    if self.queue.commit():
+                        done.clear()
                     continue
                 attempt += 1
                 backoff = min(self.s.retry_max, 0.5 * 2 ** min(attempt, 16))
@@ -191,7 +224,6 @@ class InfluxSink:
 
     async def _write(self, body: bytes, count: int) -> float | None:
         """Write one batch. None: done with it; a number: retry after at least that long."""
-        started = time.monotonic()
         try:
             await asyncio.to_thread(
                 self.write_api.write,
@@ -230,7 +262,6 @@ class InfluxSink:
             event(log, logging.INFO, "writing to InfluxDB", url=self.s.url, bucket=self.s.bucket)
         self.healthy = True
         self.last_error = None
-        self.last_write_ms = (time.monotonic() - started) * 1000
         return None
 
     def _unhealthy(self, reason: str) -> None:

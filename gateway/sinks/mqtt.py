@@ -29,6 +29,7 @@ import asyncio
 import logging
 import random
 import socket
+import sqlite3
 import ssl
 import time
 import zlib
@@ -116,6 +117,8 @@ class MqttSink:
         self._acks: deque[tuple[int, float]] = deque()
         self.connected = False
         self._stopping = False
+        self.queue_errors = 0
+        self.crashes = 0
         self.published = 0
         self.acked = 0
         self.replayed = 0
@@ -182,7 +185,13 @@ class MqttSink:
         if self.on_command is not None:
             client.subscribe(f"{self.prefix}/+/set", qos=1)
         self.connected = True
-        self._begin_replay()
+        try:
+            self._begin_replay()
+        except sqlite3.Error as exc:
+            # the backlog is sent once the queue can be read again: every row after the
+            # cursors goes out in the live lane
+            self._replaying = False
+            self._ratelimit.log("queue", logging.ERROR, "cannot read the queue; retrying", error=str(exc))
         self._wake.set()
 
     def _on_disconnect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
@@ -325,10 +334,28 @@ class MqttSink:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            self._cycle()
+            delay = interval
+            try:
+                self._cycle()
+            except sqlite3.Error as exc:  # a read of the queue failed (e.g. locked by another process)
+                self.queue_errors += 1
+                self._ratelimit.log("queue", logging.ERROR, "cannot read the queue; retrying", error=str(exc))
+                delay = max(interval, 1.0)
+                self._wake.set()
+            except Exception as exc:  # a bug must not end publishing for good
+                self.crashes += 1
+                log.error(
+                    "MQTT sink cycle failed; retrying",
+                    exc_info=exc,
+                    extra={"fields": {"task": "mqtt-sink", "crashes": self.crashes}},
+                )
+                delay = min(30.0, max(interval, 1.0) * 2 ** min(self.crashes, 5))
+                self._wake.set()
+            if self.queue.failing is not None and self.queue.dirty:
+                self._wake.set()  # the batch waits in memory: come back to retry the commit
             if self._replaying and self.connected:
                 self._wake.set()  # the backlog is paced: come back next interval without a new sample
-            await asyncio.sleep(interval)  # batch the next commit
+            await asyncio.sleep(delay)  # batch the next commit
 
     def _cycle(self) -> None:
         acks = self._acks
@@ -352,6 +379,13 @@ class MqttSink:
             self.queue.ack(done)
         self.queue.commit()
         self._pump()
+
+    def _safe_cycle(self) -> None:
+        """A cycle at detach or stop: a queue that cannot be read leaves its rows for the next start."""
+        try:
+            self._cycle()
+        except sqlite3.Error as exc:
+            event(log, logging.WARNING, "cannot read the queue while stopping", error=str(exc))
 
     # ---- the two lanes: backlog (paced) and live ----
 
@@ -451,7 +485,7 @@ class MqttSink:
             self._task.cancel()
         self._stopping = True
         self.connected = False
-        self._cycle()  # record the acknowledgements that arrived
+        self._safe_cycle()  # record the acknowledgements that arrived
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -467,12 +501,15 @@ class MqttSink:
         if self._task is not None:
             self._task.cancel()
         deadline = time.monotonic() + self.s.flush_timeout
-        self._cycle()
+        self._safe_cycle()
         while (
-            self.connected and (self.queue.depth_of(STREAM) or self._inflight) and time.monotonic() < deadline
+            self.connected
+            and (self.queue.depth_of(STREAM) or self._inflight)
+            and self.queue.failing is None
+            and time.monotonic() < deadline
         ):
             await asyncio.sleep(0.02)
-            self._cycle()
+            self._safe_cycle()
         for device in devices:
             self.device_status(device, "offline", "gateway stopped")
         info = self.client.publish(
@@ -481,7 +518,7 @@ class MqttSink:
         if self.connected:
             while not info.is_published() and time.monotonic() < deadline + 1:
                 await asyncio.sleep(0.02)
-        self._cycle()
+        self._safe_cycle()
         self._stopping = True
         self.client.disconnect()
         self.client.loop_stop()
