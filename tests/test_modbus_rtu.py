@@ -131,3 +131,49 @@ def test_port_unplugged_and_back(bus: Bus) -> None:
     assert bus.sub.json("/em-5/status")[-1]["state"] == "online"
     assert bus.gw.p.poll() is None  # no restart was needed
     assert "Traceback" not in bus.gw.output()
+
+
+def _fds_on(pid: int, device: str) -> int:
+    """How many of the process's file descriptors are open on `device`."""
+    import os
+
+    target = os.path.realpath(device)
+    n = 0
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            n += os.readlink(fd) == target
+        except OSError:
+            pass
+    return n
+
+
+def test_reload_with_new_line_settings_reopens_the_port(tmp_path: Path) -> None:
+    port = str(tmp_path / "ttyRS485")
+    mqtt_port = free_port()
+
+    def config(baudrate: int) -> str:
+        return f"""
+include: {ROOT}/configs/models/*.yaml
+gateway: {{id: gw-rtu2, data_dir: {tmp_path}/data}}
+devices:
+  - id: em-5
+    model: energy-meter-3ph
+    protocol: modbus-rtu
+    connection: {{port: {port}, baudrate: {baudrate}, unit_id: 5, timeout: 300ms}}
+    poll: {{interval: 300ms, backoff_max: 1s}}
+northbound:
+  mqtt: {{host: 127.0.0.1, port: {mqtt_port}}}
+"""
+
+    plant = SimPlant(tmp_path, config(19200), "gw-rtu2", ["em-5"], mqtt_port, free_port())
+    try:
+        assert _fds_on(plant.gw.pid, port) == 1
+        plant.config.write_text(config(38400))  # pseudo-terminals carry any baud rate
+        plant.gw.signal(1)  # SIGHUP
+        wait_for(lambda: "config reloaded" in plant.gw.output(), 20, "the reload")
+        before = len(plant.sub.data("em-5"))
+        wait_for(lambda: len(plant.good("em-5", before)) > 3, 20, "data with the new settings")
+        # the old bus's port was closed, not left open (and locked) beside the new one
+        assert _fds_on(plant.gw.pid, port) == 1
+    finally:
+        plant.stop()
