@@ -9,6 +9,8 @@ import sqlite3
 import sys
 from typing import Any
 
+import httpx
+
 from identifier.client import NodeClient, NodeError, Registration, from_settings
 from identifier.rules import STREAM
 from identifier.syntax import IdentifierError, parse
@@ -21,7 +23,11 @@ def _fail(msg: str, code: int) -> int:
 
 
 def _client(loaded: Any) -> NodeClient:
+    """The node's client; OSError/ValueError/httpx.InvalidURL for settings that cannot be used."""
     return from_settings(loaded.config.identifier.node, loaded.relative)
+
+
+_SETTINGS_ERRORS = (OSError, ValueError, httpx.InvalidURL)  # a missing CA file, a malformed url
 
 
 def _values(specs: list[str]) -> list[Value]:
@@ -56,7 +62,10 @@ def cmd_id(args: argparse.Namespace, load: Any) -> int:
 
 
 async def _register(loaded: Any, reg: Registration) -> int:
-    client = _client(loaded)
+    try:
+        client = _client(loaded)
+    except _SETTINGS_ERRORS as exc:
+        return _fail(f"cannot use identifier.node: {exc}", 2)
     try:
         if client.kind == "snms" and reg.template is not None:
             problems = (await client.template(reg.template)).problems(list(reg.values))
@@ -72,7 +81,10 @@ async def _register(loaded: Any, reg: Registration) -> int:
 
 
 async def _resolve(loaded: Any, handle: str, as_json: bool) -> int:
-    client = _client(loaded)
+    try:
+        client = _client(loaded)
+    except _SETTINGS_ERRORS as exc:
+        return _fail(f"cannot use identifier.node: {exc}", 2)
     try:
         record = await client.resolve(handle)
     except NodeError as exc:

@@ -213,6 +213,25 @@ class GatewayCollector:
             for key, value in r.counters.items():
                 ident.add_metric([key], value)
             yield ident
+            errors = CounterMetricFamily(
+                "edgegw_identifier_errors",
+                "registrar cycles that failed and were retried, by kind",
+                labels=["kind"],
+            )
+            errors.add_metric(["queue"], r.queue_errors)
+            errors.add_metric(["internal"], r.crashes)
+            yield errors
+            yield GaugeMetricFamily(
+                "edgegw_identifier_queued", "registrations waiting to be sent", value=r.queued
+            )
+            yield GaugeMetricFamily(
+                "edgegw_identifier_max_queued", "identifier.max_queued", value=r.max_queued
+            )
+            yield GaugeMetricFamily(
+                "edgegw_identifier_template_checks_deferred",
+                "rules whose template check waits for a readable answer from the node",
+                value=len(r.deferred),
+            )
             yield GaugeMetricFamily(
                 "edgegw_identifier_node_up",
                 "1 while the secondary node answers",

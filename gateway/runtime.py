@@ -196,7 +196,12 @@ class Gateway:
         node = ident.node
         client = from_settings(node, self.loaded.relative)
         registrar = Registrar(
-            self.queue, client, RuleSet(ident.rules, node.prefix), self._publish_event, ident.batch_size
+            self.queue,
+            client,
+            RuleSet(ident.rules, node.prefix),
+            self._publish_event,
+            ident.batch_size,
+            max_queued=ident.max_queued,
         )
         problems = await registrar.check_templates()
         if problems:
@@ -362,6 +367,8 @@ class Gateway:
         out = []
         if self.queue is not None and self.queue.failing is not None:
             out.append(self.queue.failing)
+        if self.registrar is not None and self.registrar.refusing:
+            out.append(self.registrar.refusing)
         if self.mqtt is not None and not self.mqtt.connected:
             out.append("MQTT broker not connected")
         if self.influx is not None and not self.influx.healthy and self.influx.failures:

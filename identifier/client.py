@@ -3,22 +3,39 @@
 Both sit behind one interface (`NodeClient`). Outcomes are exceptions with a meaning the queue
 acts on: `Transient` (network, timeout, HTTP 5xx, 504 "maybe registered": retry later),
 `Exists` (the handle is already registered), `NotFound`, `Rejected` (a business failure with
-the node's message: do not retry). An expired token (`status: -1` or HTTP 401) is handled here:
-log in again and repeat the request once.
+the node's message: do not retry), `Unauthorised` (the node refused our credentials: a
+config problem, not a verdict on the identifier). An expired token (`status: -1` or HTTP 401)
+is handled here: log in again and repeat the request once.
+
+An answer that is not the node's protocol never escapes as another exception: a body that is
+not JSON (an HTML error page of a proxy), JSON of another shape (an array where the envelope
+belongs, a missing or mistyped field, a status that is an HTTP code of a framework's error
+page), an unusable token, or a body over `ANSWER_MAX` bytes is `Transient`: the node did not
+say no, so what is queued stays queued and is tried again (for a write, `maybe_done`: it may
+have been applied, which the retry recognises). Only the node's own answer saying no is
+`Rejected`, and HTTP 413 (the request is too large; a batch is then sent one by one). Text
+from the node in a message is one line of at most `MESSAGE_MAX` characters.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import ssl
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
 
-from .templates import Template, Value
+from .templates import Malformed, Template, Value, kind_of, read_int, read_list, text_of
 
 BATCH_MAX = 2000
+ANSWER_MAX = 8 * 1024**2  # bytes; a batch answer for 2000 identifiers is about 200 KiB
+MESSAGE_MAX = 300  # characters of the node's text kept in a message
+_RETRY_LATER = {408, 425, 429}  # request timeout, too early, too many requests
+_TOKEN = re.compile(r"[\x21-\x7e]{1,4096}")  # what an Authorization header can carry
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 
 class NodeError(Exception):
@@ -45,6 +62,10 @@ class Exists(Rejected):
 
 class NotFound(Rejected):
     pass
+
+
+class Unauthorised(Rejected):
+    """The node refused our credentials (login refused, HTTP authentication refused)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +114,36 @@ def _verify(ca: str | None) -> ssl.SSLContext | bool:
     return ssl.create_default_context(cafile=ca) if ca else True
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """An HTTP answer read in full (at most ANSWER_MAX bytes)."""
+
+    method: str
+    status: int
+    content_type: str
+    body: bytes
+
+    @property
+    def write(self) -> bool:
+        """A request that changes the node: an unreadable answer may hide that it was applied."""
+        return self.method != "GET"
+
+    def describe(self) -> str:
+        ctype = self.content_type.split(";")[0].strip() or "no content type"
+        return f"HTTP {self.status} ({ctype})"
+
+    def snippet(self) -> str:
+        if not self.body.strip():
+            return "an empty body"
+        return repr(one_line(self.body[:200].decode("utf-8", "replace"), 60))
+
+
+def one_line(text: str, limit: int = MESSAGE_MAX) -> str:
+    """Text from the node as one line of at most `limit` characters."""
+    text = " ".join(_CONTROL.sub(" ", text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class _Http:
     def __init__(self, url: str, timeout: float, ca: str | None):
         self.url = url.rstrip("/")
@@ -103,20 +154,34 @@ class _Http:
             limits=httpx.Limits(max_connections=8, max_keepalive_connections=8),
         )
 
-    async def send(self, method: str, path: str, **kw: Any) -> httpx.Response:
+    async def send(self, method: str, path: str, **kw: Any) -> Answer:
+        """The answer, or Transient: no answer, a 5xx/408/429, or one larger than ANSWER_MAX."""
+        maybe = method != "GET"
         try:
-            r = await self.http.request(method, path, **kw)
+            async with self.http.stream(method, path, **kw) as r:
+                if r.status_code == 504:
+                    raise Transient(f"{self.url} answered 504 gateway timeout", maybe_done=True)
+                if r.status_code >= 500 or r.status_code in _RETRY_LATER:
+                    raise Transient(f"{self.url} answered HTTP {r.status_code}")
+                length = r.headers.get("content-length", "")
+                if length.isdigit() and int(length) > ANSWER_MAX:
+                    raise Transient(self._too_large(r.status_code), maybe_done=maybe)
+                body = bytearray()
+                async for chunk in r.aiter_bytes():  # decompressed: a small gzip cannot blow up
+                    body += chunk
+                    if len(body) > ANSWER_MAX:
+                        raise Transient(self._too_large(r.status_code), maybe_done=maybe)
+                return Answer(method, r.status_code, r.headers.get("content-type", ""), bytes(body))
         except httpx.TimeoutException:
+            raise Transient(f"no answer from {self.url} within the timeout", maybe_done=maybe) from None
+        except httpx.HTTPError as exc:  # refused, reset, a broken or mis-encoded answer
             raise Transient(
-                f"no answer from {self.url} within the timeout", maybe_done=method != "GET"
+                f"cannot reach {self.url}: {exc.__class__.__name__}: {one_line(str(exc), 200)}",
+                maybe_done=maybe and not isinstance(exc, httpx.ConnectError),
             ) from None
-        except httpx.HTTPError as exc:
-            raise Transient(f"cannot reach {self.url}: {exc.__class__.__name__}: {exc}") from None
-        if r.status_code == 504:
-            raise Transient(f"{self.url} answered 504 gateway timeout", maybe_done=True)
-        if r.status_code >= 500:
-            raise Transient(f"{self.url} answered HTTP {r.status_code}")
-        return r
+
+    def _too_large(self, status: int) -> str:
+        return f"{self.url} answered HTTP {status} with more than {ANSWER_MAX // 1024**2} MiB; not read"
 
     async def close(self) -> None:
         await self.http.aclose()
@@ -162,15 +227,19 @@ class SnmsClient(_Node):
         self.logins = 0
 
     async def login(self) -> None:
-        r = await self._h.send(
+        a = await self._h.send(
             "POST", "/identity/token", json={"username": self._user, "password": self._password}
         )
-        body = _envelope(r)
-        if body.get("status") != 1:
-            raise Rejected(f"login refused: {body.get('message') or r.status_code}")
-        token = (body.get("data") or {}).get("token")
-        if not token:
-            raise Rejected("login answered without a token")
+        if a.status == 401:
+            raise Unauthorised("login refused: HTTP 401")
+        status, message, data = _envelope(a)
+        if status == -4:
+            raise Transient(f"node internal error at login: {message or 'status -4'}")
+        if status != 1:
+            raise Unauthorised(f"login refused: {message or f'status {status}'}")
+        token = data.get("token") if isinstance(data, dict) else None
+        if not isinstance(token, str) or not _TOKEN.fullmatch(token):
+            raise Transient(f"the node answered the login without a usable token ({kind_of(token)})")
         self._token = token
         self.logins += 1
 
@@ -182,24 +251,23 @@ class SnmsClient(_Node):
                     if self._token is None:
                         await self.login()
                 token = self._token
-            r = await self._h.send(method, path, headers={"Authorization": f"Bearer {token}"}, **kw)
-            body = _envelope(r)
-            status = body.get("status")
-            if r.status_code == 401 or status == -1:
+            a = await self._h.send(method, path, headers={"Authorization": f"Bearer {token}"}, **kw)
+            status, message, data = _envelope(a)
+            if status == -1:
                 async with self._login_lock:
                     if self._token == token:
                         self._token = None  # expired: the next attempt logs in again
                 if attempt == 1:
                     continue
-                raise Transient("the node keeps refusing the token")
+                raise Transient("the node keeps refusing the token", maybe_done=a.write)
             if status == 1:
-                return body.get("data")
-            msg = str(body.get("message") or f"status {status}")
+                return data
+            msg = message or f"status {status}"
             if status == -4:
-                raise Transient(f"node internal error: {msg}")
+                raise Transient(f"node internal error: {msg}", maybe_done=a.write)
             if status == -3:
                 raise Rejected(f"no permission: {msg}")
-            if r.status_code == 404 or _missing_message(msg):
+            if a.status == 404 or _missing_message(msg):
                 raise NotFound(msg)
             if _exists_message(msg):
                 raise Exists(msg)
@@ -216,13 +284,9 @@ class SnmsClient(_Node):
 
     async def resolve(self, handle: str) -> Record:
         data = await self._call("GET", "/identityv2/data/detail", params={"handle": handle})
-        if not data:
+        if data is None or data == {} or data == []:
             raise NotFound(f"{handle} is not registered")
-        return Record(
-            str(data.get("handle", handle)),
-            data.get("templateVersion"),
-            tuple(Value.from_api(v) for v in data.get("value") or []),
-        )
+        return _record(data, handle, "value", "templateVersion")
 
     async def register(self, reg: Registration) -> None:
         await self._call("POST", "/identityv2/data", json=self._body(reg))
@@ -231,9 +295,16 @@ class SnmsClient(_Node):
         if len(regs) > BATCH_MAX:
             raise ValueError(f"a batch holds at most {BATCH_MAX} identifiers")
         data = await self._call("POST", "/identityv2/data/batchCreate", json=[self._body(r) for r in regs])
+        if data is not None and not isinstance(data, list):
+            raise Transient(f"the node's batch answer is {kind_of(data)}, not a list", maybe_done=True)
         outcome: dict[str, str] = {}
-        for item in data or []:
-            outcome[str(item.get("handle", "")).lower()] = str(item.get("msg", ""))
+        for item in data or []:  # an item of another shape tells nothing: its handle stays unknown
+            if (
+                isinstance(item, dict)
+                and isinstance(item.get("handle"), str)
+                and isinstance(item.get("msg"), str)
+            ):
+                outcome[item["handle"].lower()] = one_line(item["msg"])
         out: list[NodeError | None] = []
         for reg in regs:
             msg = outcome.get(reg.handle.lower())
@@ -257,11 +328,14 @@ class SnmsClient(_Node):
         data = await self._call(
             "GET", "/snms/api/v5/template", params={"prefix": self.prefix, "version": version}
         )
-        if not data:
+        if isinstance(data, list):  # some nodes answer a list of the matching templates
+            data = data[0] if data else None
+        if data is None or data == {}:
             raise NotFound(f"template {version} does not exist for prefix {self.prefix}")
-        if isinstance(data, list):
-            data = data[0]
-        return Template.from_api(data)
+        try:
+            return Template.from_api(data)
+        except Malformed as exc:
+            raise Transient(f"the node's template {version} cannot be read: {exc}") from None
 
     async def create_template(self, template: Template) -> None:
         await self._call("POST", "/snms/api/v5/template", json=template.to_api())
@@ -299,27 +373,32 @@ class HandleClient(_Node):
         self._auth = httpx.BasicAuth(username, password or "") if username else None
 
     async def _call(self, method: str, handle: str, **kw: Any) -> dict[str, Any]:
-        r = await self._h.send(method, f"/api/handles/{handle}", auth=self._auth, **kw)
-        body = _json(r)
-        code = body.get("responseCode")
+        a = await self._h.send(method, f"/api/handles/{handle}", auth=self._auth, **kw)
+        try:
+            body = _object(a)
+        except Transient:
+            if a.status == 401:
+                raise Unauthorised("authentication refused: HTTP 401") from None
+            raise
+        try:
+            code = read_int(body.get("responseCode"), "its responseCode")
+        except Malformed as exc:
+            raise Transient(f"the node answered {a.describe()}: {exc}", maybe_done=a.write) from None
         if code == 1:
             return body
-        msg = str(body.get("message") or _HANDLE_CODES.get(code, f"responseCode {code}"))  # type: ignore[arg-type]
+        msg = _message(body) or _HANDLE_CODES.get(code, f"responseCode {code}")
         if code == 2:
-            raise Transient(f"handle server error: {msg}")
+            raise Transient(f"handle server error: {msg}", maybe_done=a.write)
         if code == 100:
             raise NotFound(msg)
         if code == 101:
             raise Exists(msg)
-        if code == 402 or r.status_code == 401:
-            raise Rejected(f"authentication refused: {msg}")
+        if code == 402 or a.status == 401:
+            raise Unauthorised(f"authentication refused: {msg}")
         raise Rejected(msg)
 
     async def resolve(self, handle: str) -> Record:
-        body = await self._call("GET", handle)
-        return Record(
-            str(body.get("handle", handle)), None, tuple(Value.from_api(v) for v in body.get("values") or [])
-        )
+        return _record(await self._call("GET", handle), handle, "values", None)
 
     async def register(self, reg: Registration) -> None:
         await self._call(
@@ -357,20 +436,63 @@ class HandleClient(_Node):
         raise NotFound("the Handle.Net API has no templates")
 
 
-def _json(r: httpx.Response) -> dict[str, Any]:
+def _parse(a: Answer) -> Any:
+    if a.status == 413:
+        raise Rejected("the node refused the request as too large (HTTP 413)")
     try:
-        body = r.json()
-    except ValueError:
-        raise Transient(f"the node answered HTTP {r.status_code} with a body that is not JSON") from None
+        return json.loads(a.body)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested too deeply
+        raise Transient(
+            f"the node answered {a.describe()} with a body that is not JSON: {a.snippet()}",
+            maybe_done=a.write,
+        ) from None
+
+
+def _object(a: Answer) -> dict[str, Any]:
+    body = _parse(a)
     if not isinstance(body, dict):
-        raise Transient(f"the node answered HTTP {r.status_code} with unexpected JSON")
+        raise Transient(
+            f"the node answered {a.describe()} with {kind_of(body)} instead of an object",
+            maybe_done=a.write,
+        )
     return body
 
 
-def _envelope(r: httpx.Response) -> dict[str, Any]:
-    if r.status_code == 401:
-        return {"status": -1, "message": "unauthorised"}
-    return _json(r)
+def _message(body: dict[str, Any]) -> str:
+    return one_line(text_of(body.get("message")))
+
+
+def _envelope(a: Answer) -> tuple[int, str, Any]:
+    """The snms envelope {status, message, data} of an answer: (status, message, data)."""
+    if a.status == 401:
+        return -1, "unauthorised", None
+    body = _object(a)
+    try:
+        status = read_int(body.get("status"), "its status")
+    except Malformed as exc:
+        raise Transient(f"the node answered {a.describe()}: {exc}", maybe_done=a.write) from None
+    if not -100 < status < 100:  # {"status": 404, "error": ...}: a framework's error page
+        raise Transient(
+            f"the node answered {a.describe()} with status {status}, not its answer envelope",
+            maybe_done=a.write,
+        )
+    return status, _message(body), body.get("data")
+
+
+def _record(d: Any, handle: str, values: str, template: str | None) -> Record:
+    """A record from a node's answer: `values` and `template` name its fields."""
+    try:
+        if not isinstance(d, dict):
+            raise Malformed(f"it is {kind_of(d)}, not an object")
+        name = d.get("handle", handle)
+        version = d.get(template) if template else None
+        if not isinstance(name, str) or (version is not None and not isinstance(version, str)):
+            raise Malformed("its handle or templateVersion is not a string")
+        if values not in d:
+            raise Malformed(f"it has no '{values}'")
+        return Record(name, version, tuple(Value.from_api(v) for v in read_list(d.get(values), values)))
+    except Malformed as exc:
+        raise Transient(f"the node's record of {handle} cannot be read: {exc}") from None
 
 
 def from_settings(node: Any, relative: Any) -> NodeClient:

@@ -8,8 +8,12 @@ one of its items, required items present, lengths within minLength..maxLength, i
 1000-1999 reserved, format `string`, at most 2000 items per batch.
 
 Faults for tests (`PUT /admin/faults`): `latency` seconds per request, `error_rate` (HTTP 500,
-nothing applied), `timeout_rate` (HTTP 504 *after* the change was applied, as real nodes do);
-`POST /admin/expire-tokens` expires every token. `GET /admin/stats` counts registrations and
+nothing applied), `timeout_rate` (HTTP 504 *after* the change was applied, as real nodes do),
+`garbage` (the rate of answers garbled *after* the request was handled, as a misbehaving proxy
+or a broken node would; `garbage_kind`: `html` an HTML page, `truncated` JSON cut in half,
+`array` the answer wrapped in a JSON list, `strings` every number as a string, `shapeless` the
+data replaced by an object or value of another shape, `any` one of them at random; the login
+and the admin routes are never garbled); `POST /admin/expire-tokens` expires every token. `GET /admin/stats` counts registrations and
 resolutions per prefix, as the provincial statistics do.
 """
 
@@ -30,7 +34,7 @@ from typing import Any
 
 import yaml
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from identifier.syntax import IdentifierError, parse
 from identifier.templates import Template, Value, value_problems
@@ -38,11 +42,55 @@ from identifier.templates import Template, Value, value_problems
 BATCH_MAX = 2000
 
 
+GARBAGE_KINDS = ("html", "truncated", "array", "strings", "shapeless")
+_HTML = (
+    b"<!DOCTYPE html><html><head><title>Service Unavailable</title></head>"
+    b"<body><h1>The service is temporarily unavailable</h1><p>Please try again later.</p></body></html>"
+)
+
+
 @dataclass
 class Faults:
     latency: float = 0.0
     error_rate: float = 0.0
     timeout_rate: float = 0.0
+    garbage: float = 0.0
+    garbage_kind: str = "any"
+
+
+def _stringify(doc: Any) -> Any:
+    if isinstance(doc, bool) or doc is None:
+        return doc
+    if isinstance(doc, int | float):
+        return str(doc)
+    if isinstance(doc, list):
+        return [_stringify(d) for d in doc]
+    if isinstance(doc, dict):
+        return {k: _stringify(v) for k, v in doc.items()}
+    return doc
+
+
+def garble(body: bytes, kind: str, rng: random.Random) -> tuple[bytes, str]:
+    """An answer of the wrong shape made from a right one: (body, content type)."""
+    if kind == "any":
+        kind = rng.choice(GARBAGE_KINDS)
+    if kind == "html":
+        return _HTML, "text/html; charset=utf-8"
+    if kind == "truncated":
+        return body[: max(1, len(body) // 2)], "application/json"
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        doc = None
+    if kind == "array":
+        doc = [doc]
+    elif kind == "strings":
+        doc = _stringify(doc)
+    elif isinstance(doc, dict) and "data" in doc:  # snms: the envelope stays, its data does not
+        doc = {**doc, "data": {"unexpected": True} if isinstance(doc["data"], dict) else "OK"}
+    elif isinstance(doc, dict):  # Handle.Net: values that are not a list
+        doc = {**doc, "values": "OK"}
+    return json.dumps(doc).encode(), "application/json"
 
 
 @dataclass
@@ -148,6 +196,18 @@ def _values(raw: Any) -> tuple[list[Value] | None, str | None]:
 def create_app(state: NodeState, store: Store) -> Any:
     app = FastAPI(title="edgegw secondary-node simulator")
     lock = asyncio.Lock()  # one writer at a time keeps batches atomic on the one connection
+
+    @app.middleware("http")
+    async def garbage(request: Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        f, path = state.faults, request.url.path
+        if not f.garbage or path.startswith("/admin/") or path == "/identity/token":
+            return response
+        if state.rng.random() >= f.garbage:
+            return response
+        body = b"".join([chunk async for chunk in response.body_iterator])
+        content, ctype = garble(body, f.garbage_kind, state.rng)
+        return Response(content, status_code=response.status_code, media_type=ctype)
 
     async def body_of(request: Request) -> Any:
         try:
@@ -444,10 +504,15 @@ def create_app(state: NodeState, store: Store) -> Any:
     @app.put("/admin/faults")
     async def set_faults(request: Request) -> Any:
         body = await body_of(request) or {}
+        kind = str(body.get("garbage_kind", "any"))
+        if kind not in (*GARBAGE_KINDS, "any"):
+            return JSONResponse({"error": f"garbage_kind is one of {', '.join(GARBAGE_KINDS)}, any"}, 422)
         state.faults = Faults(
             latency=float(body.get("latency", 0)),
             error_rate=float(body.get("error_rate", 0)),
             timeout_rate=float(body.get("timeout_rate", 0)),
+            garbage=float(body.get("garbage", 0)),
+            garbage_kind=kind,
         )
         return state.faults.__dict__
 
