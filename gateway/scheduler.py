@@ -79,6 +79,8 @@ class DeviceRunner:
         self.state = "connecting"
         self.reason: str | None = None
         self.latest: list[Reading] = []
+        # per point (in the order of `latest`): when the gateway received its latest reading, ms
+        self.latest_point_ts: list[int | None] = []
         self.latest_ts: int | None = None
         # polls and writes share the device's one connection: one at a time
         self.io = asyncio.Lock()
@@ -142,6 +144,7 @@ class DeviceRunner:
         readings = self.normaliser.all_bad(reason)
         ts = time.time_ns() // 1_000_000
         self.latest, self.latest_ts = readings, ts
+        self.latest_point_ts = [ts] * len(readings)
         self.emit(Sample(self.group.device, ts, readings, True))
 
     def _backoff(self) -> float:
@@ -156,6 +159,7 @@ class DeviceRunner:
         c = g.counters
         d: Any = self.driver
         self.latest = self.normaliser.all_bad("nothing received yet")
+        self.latest_point_ts = [None] * len(self.latest)
         while True:
             try:
                 await d.connect()
@@ -188,9 +192,13 @@ class DeviceRunner:
                         for r in readings:
                             r.ts = self._source_ts[self.normaliser.position(r.id)]
                     latest = list(self.latest)
+                    times = list(self.latest_point_ts)
                     for r in readings:
-                        latest[self.normaliser.position(r.id)] = r
+                        at = self.normaliser.position(r.id)
+                        latest[at] = r
+                        times[at] = ts
                     self.latest, self.latest_ts = latest, ts
+                    self.latest_point_ts = times
                     out, full = self.normaliser.to_publish(readings, time.monotonic())
                     if out:
                         self.emit(Sample(g.device, ts, out, full))
@@ -287,6 +295,7 @@ class DeviceRunner:
             ts = time.time_ns() // 1_000_000
             self.latest = readings
             self.latest_ts = ts
+            self.latest_point_ts = [ts] * len(readings)
             try:
                 out, full = self.normaliser.to_publish(readings, finished)
                 self.emit(Sample(g.device, ts, out, full))

@@ -1,6 +1,7 @@
 """The status page in a real headless browser (Debian's chromium + chromedriver via Selenium)
 against the running gateway: live values appear and change, devices, queues and identifier
-registrations are shown, the labels switch between English and Chinese.
+registrations are shown, the labels switch between English and Chinese; when reads need the
+token, the page signs in once and reads by session cookie, keeping no token anywhere.
 
 Set EDGEGW_SCREENSHOTS=<dir> to keep the screenshots (the README's come from this test)."""
 
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from api_plant import PREFIX, ApiPlant
+from api_plant import PREFIX, TOKEN, ApiPlant
 from harness import wait_for
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -112,3 +113,31 @@ def test_status_page_shows_live_values(api_plant: ApiPlant, browser: WebDriver, 
     wait_for(lambda: "online" in _text(browser, "#dev-em-c h2"), 20, "online again")
     errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
+
+
+def test_status_page_signs_in_and_keeps_no_token(api_plant: ApiPlant, browser: WebDriver) -> None:
+    p = api_plant
+    p.reload("  read_requires_token: true\n")
+    try:
+        browser.get(p.base + "/")
+        wait_for(lambda: browser.find_element(By.ID, "banner").is_displayed(), 15, "the token prompt")
+        browser.find_element(By.ID, "token").send_keys("wrong-token")
+        browser.find_element(By.ID, "token-go").click()
+        wait_for(lambda: "not valid" in _text(browser, "#token-err"), 10, "the wrong token refused")
+        browser.find_element(By.ID, "token").send_keys(TOKEN)
+        browser.find_element(By.ID, "token-go").click()
+        wait_for(lambda: _cell(browser, "im-a", "barrel_temp_1") not in ("", "—"), 15, "live values")
+        assert not browser.find_element(By.ID, "banner").is_displayed()
+        assert "live" in _text(browser, "#live")
+        # the session is an HttpOnly, SameSite=Strict cookie with a random id; the token is
+        # neither kept by the page nor ever part of a URL it requested
+        cookie = browser.get_cookie(f"edgegw_session_{p.api_port}")
+        assert cookie is not None and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        assert TOKEN not in cookie["value"]
+        assert browser.execute_script("return document.cookie") == ""
+        kept = browser.execute_script("return JSON.stringify([sessionStorage, localStorage])")
+        assert TOKEN not in kept
+        urls = browser.execute_script("return performance.getEntries().map((e) => e.name)")
+        assert urls and not any(TOKEN in u or "access_token" in u for u in urls), urls
+    finally:
+        p.reload()

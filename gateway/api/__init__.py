@@ -10,13 +10,17 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 
 from ..logs import event
-from .app import create_app
+from .app import MAX_REQUESTS, create_app
 
 if TYPE_CHECKING:
     from ..runtime import Gateway
 
 log = logging.getLogger("edgegw.api")
 logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+
+# open connections (idle keep-alives and streams included) beyond which uvicorn itself answers
+# 503 without reaching the app: the last line behind the app's own caps on requests and streams
+MAX_CONNECTIONS = 4 * MAX_REQUESTS
 
 
 class ApiServer:
@@ -33,6 +37,9 @@ class ApiServer:
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=2,
+            limit_concurrency=MAX_CONNECTIONS + s.max_streams,
+            http="h11",
+            h11_max_incomplete_event_size=16 * 1024,  # request line and headers
             ssl_certfile=str(tls_path(s.tls.cert)) if s.tls else None,
             ssl_keyfile=str(tls_path(s.tls.key)) if s.tls else None,
         )
@@ -64,7 +71,7 @@ class ApiServer:
             if self._task.done():
                 raise OSError(f"the HTTP API did not start on {s.listen}")
             await asyncio.sleep(0.02)
-        reads = "token" if (s.read_requires_token or not s.loopback) else "open on loopback"
+        reads = "token or session" if (s.read_requires_token or not s.loopback) else "open on loopback"
         writes = "token" if s.token else "disabled (no api.token)"
         event(log, logging.INFO, "HTTP API listening", url=self.url, reads=reads, writes=writes)
 

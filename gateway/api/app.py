@@ -1,41 +1,65 @@
 """The routes of DESIGN.md section 7, the status page and its live feed.
 
-Reads are open on loopback (or need the token when `read_requires_token` is set or the API
-listens off loopback); every write needs the Bearer token, and write-back is off while no token
-is configured. Errors are JSON: {"status": <code>, "error": "<reason>"}.
+Reads are open on loopback (or need the token, or a session opened with it, when
+`read_requires_token` is set or the API listens off loopback); every write needs the Bearer
+token, checked before the body is read, and write-back is off while no token is configured.
+Every failure is answered with JSON: {"status": <code>, "error": "<reason>"}. Before any route,
+the layers of guard.py check the Host header, the number of requests in progress and the size
+of the body (see create_app for the order).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hmac
+import html
 import json
+import logging
 import time
 from importlib import resources
 from typing import TYPE_CHECKING, Annotated, Any
 
+import orjson
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
-from drivers.base import WriteFailed, WriteTimeout
-from identifier.client import NodeError, NotFound, Transient
+from identifier.client import NotFound, Rejected, Transient
 from identifier.syntax import IdentifierError, parse
 
 from .. import __version__
+from ..logs import event
 from ..metrics import exposition, registry_for
-from ..writeback import WriteRejected
+from ..writeback import write_error
 from . import views
+from .auth import SESSION_IDLE, SESSION_MAX, AuthError, Sessions, bearer, check_token, expected_token
+from .feed import EventStream, Feed
+from .guard import BodyLimit, Concurrency, Guard, TrustedHosts, limited
 
 if TYPE_CHECKING:
     from ..runtime import Gateway
 
+log = logging.getLogger("edgegw.api")
+
 # the shape of an identifier (identifier.syntax checks the details and says what is wrong)
 HANDLE_PATTERN = r"^[0-9]+(\.[0-9]+)*/[A-Za-z0-9_.:-]+$"
-_KIND_STATUS = {"unknown": 404, "read_only": 409, "bad_value": 422, "disabled": 403}
+MAX_BODY = 64 * 1024  # bytes; a write is a few dozen
+BODY_TIMEOUT = 5.0  # seconds for a body to arrive once the headers have
+MAX_REQUESTS = 32  # requests in progress at once (the live feed has its own cap, api.max_streams)
+MAX_DIGITS = 20  # an integer longer than this fits no point (uint64 has 20 digits)
+EVENTS = "/api/v1/events"
+
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+        "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
 
 
 class ApiError(Exception):
@@ -54,74 +78,195 @@ class Problem(BaseModel):
     error: str
 
 
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": Problem, "description": text}
-    for code, text in (
-        (400, "the body is not JSON"),
-        (401, "no token"),
-        (403, "wrong token, or write-back not enabled"),
-        (404, "unknown device, point or identifier"),
-        (409, "read-only point"),
-        (422, "value of the wrong type or out of range"),
-        (502, "the device or node refused"),
-        (504, "the device or node did not answer in time"),
-    )
+def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": Problem, "description": PROBLEMS[code]} for code in codes}
+
+
+PROBLEMS = {
+    400: "the body is not JSON, or nested too deeply",
+    401: "no token (or session)",
+    403: "wrong token, or write-back not enabled",
+    404: "unknown device, point or identifier",
+    408: "the body did not arrive in time",
+    409: "read-only point",
+    413: "the body is larger than 64 KiB",
+    422: "value of the wrong type or out of range",
+    500: "internal error (logged)",
+    502: "the device or node refused, or its answer could not be read",
+    503: "too busy, or the queue file cannot be used now",
+    504: "the device or node did not answer in time",
 }
-
-
-def _bearer(request: Request, allow_query: bool) -> str | None:
-    header = request.headers.get("authorization", "")
-    if header[:7].lower() == "bearer ":
-        return header[7:].strip()
-    if allow_query:  # EventSource cannot send headers: the status page passes ?access_token=
-        return request.query_params.get("access_token")
-    return None
+READ_ERRORS = _responses(401, 403, 404, 503)
+WRITE_ERRORS = _responses(400, 401, 403, 404, 408, 409, 413, 422, 500, 502, 503, 504)
+IDENT_ERRORS = _responses(401, 403, 404, 422, 502, 503, 504)
+WRITE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": WriteBody.model_json_schema()}},
+    }
+}
 
 
 def _settings(request: Request) -> Any:
     return request.app.state.gw.cfg.api  # the running config: a reload rotates the token
 
 
-def _check_token(request: Request, allow_query: bool) -> None:
-    s = _settings(request)
-    expected = s.token.get_secret_value() if s and s.token else None
-    given = _bearer(request, allow_query)
-    if given is None:
-        raise ApiError(401, "a Bearer token is required", {"WWW-Authenticate": "Bearer"})
-    if expected is None or not hmac.compare_digest(given.encode(), expected.encode()):
-        raise ApiError(403, "the token is not valid")
-
-
 def reader(request: Request) -> None:
-    s = _settings(request)
-    if s is not None and (s.read_requires_token or not s.loopback):
-        _check_token(request, allow_query=True)
+    try:
+        request.app.state.sessions.check_read(_settings(request), request)
+    except AuthError as exc:
+        raise ApiError(exc.status, exc.reason, exc.headers) from None
 
 
 def writer(request: Request) -> str:
     s = _settings(request)
-    if s is None or s.token is None:
-        raise ApiError(403, "write-back is disabled: set api.token in the config to enable it")
-    _check_token(request, allow_query=False)
-    return f"token@{request.client.host if request.client else '?'}"
+    try:
+        if s is None or s.token is None:
+            raise AuthError(403, "write-back is disabled: set api.token in the config to enable it")
+        check_token(s, bearer(request))
+    except AuthError as exc:
+        _refused(request, exc.status, exc.reason)
+        raise ApiError(exc.status, exc.reason, exc.headers) from None
+    return f"token@{_client(request)}"
 
 
 Read = Annotated[None, Depends(reader)]
 Write = Annotated[str, Depends(writer)]
 
 
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "?"
+
+
+def _refused(request: Request, status: int, reason: str) -> None:
+    """One log line for a refused write (at most one a second per status: see guard.limited)."""
+    limited.log(
+        f"refused {status}",
+        logging.WARNING,
+        "write refused",
+        device=str(request.path_params.get("device", "?"))[:100],
+        point=str(request.path_params.get("point", "?"))[:100],
+        status=status,
+        error=reason[:300],
+        client=_client(request),
+    )
+
+
+class _TooLarge(ValueError):
+    pass
+
+
+def _int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_DIGITS:
+        raise _TooLarge(f"a number of {len(text.lstrip('-'))} digits fits no point (at most {MAX_DIGITS})")
+    return int(text)
+
+
+def _constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_write(raw: bytes) -> WriteBody:
+    """The body of a write, or ApiError 400 (not JSON, nested too deeply) / 422 (not a value)."""
+    try:
+        data = json.loads(raw, parse_int=_int, parse_constant=_constant)
+    except _TooLarge as exc:
+        raise ApiError(422, str(exc)) from None
+    except RecursionError:
+        raise ApiError(400, "the body is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ApiError(400, f"the body is not JSON: {str(exc)[:200]}") from None
+    try:
+        return WriteBody.model_validate(data)
+    except ValidationError as exc:
+        raise ApiError(422, _validation_reason(exc.errors())) from None
+    except RecursionError:
+        raise ApiError(400, "the body is nested too deeply") from None
+
+
+def _validation_reason(errors: Any) -> str:
+    parts = []
+    for e in errors:
+        where = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
+        parts.append(f"{where}: {e.get('msg')}" if where else str(e.get("msg")))
+    return "; ".join(parts)[:1000] or "invalid request"
+
+
+async def read_body(request: Request) -> bytes:
+    """The body, at most MAX_BODY bytes (BodyLimit refuses more), within BODY_TIMEOUT."""
+    chunks: list[bytes] = []
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT):
+            async for chunk in request.stream():
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ApiError(
+            408, f"the body did not arrive within {BODY_TIMEOUT:g} s", {"Connection": "close"}
+        ) from None
+    except ClientDisconnect:
+        raise ApiError(400, "the client closed the connection before sending the body") from None
+    return b"".join(chunks)
+
+
+def _docs_page(spec: dict[str, Any]) -> str:
+    """A route list from the OpenAPI document: served from the gateway itself, no script."""
+    rows = []
+    for path, ops in spec.get("paths", {}).items():
+        for method, op in ops.items():
+            codes = ", ".join(sorted(op.get("responses", {})))
+            rows.append(
+                f"<tr><td><code>{html.escape(method.upper())}</code></td><td><code>{html.escape(path)}</code></td>"
+                f"<td>{html.escape(op.get('summary', ''))}<div class=d>{html.escape(op.get('description', ''))}</div></td>"
+                f"<td>{html.escape(codes)}</td></tr>"
+            )
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>edgegw API</title>'
+        "<style>body{font:14px system-ui,sans-serif;margin:18px}table{border-collapse:collapse}"
+        "td,th{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left;vertical-align:top}"
+        ".d{color:#666;font-size:12px;white-space:pre-wrap}</style></head><body>"
+        f"<h1>edgegw {html.escape(str(spec.get('info', {}).get('version', '')))} HTTP API</h1>"
+        '<p>The OpenAPI document: <a href="openapi.json">/openapi.json</a>. Errors are JSON: '
+        '<code>{"status": 404, "error": "reason"}</code>.</p>'
+        "<table><tr><th>method</th><th>path</th><th></th><th>status codes</th></tr>"
+        + "".join(rows)
+        + "</table></body></html>"
+    )
+
+
 def create_app(gw: Gateway) -> FastAPI:
+    # no Swagger UI or ReDoc: they load their scripts from a CDN, and the plant has no internet
     app = FastAPI(
         title="edgegw",
         version=__version__,
         description="Local HTTP API of the edgegw industrial edge gateway",
-        docs_url="/docs",
+        docs_url=None,
         redoc_url=None,
     )
     app.state.gw = gw
+    assert gw.cfg.api is not None
+    sessions = app.state.sessions = Sessions(gw.cfg.api.port)
     registry = registry_for(gw)
     started = time.time()
     page = resources.files(__package__).joinpath("status.html").read_text(encoding="utf-8")
+
+    def current() -> Any:
+        return gw.cfg.api
+
+    # outermost first: Guard, TrustedHosts, Concurrency, BodyLimit (add_middleware wraps)
+    app.add_middleware(BodyLimit, limit=MAX_BODY)
+    app.add_middleware(Concurrency, limit=MAX_REQUESTS, exempt=("/healthz", EVENTS))
+    app.add_middleware(TrustedHosts, settings=current)
+    app.add_middleware(Guard)
+
+    def build_snapshot() -> bytes | None:
+        try:
+            return orjson.dumps(views.snapshot(gw, started), default=str)
+        except Exception as exc:
+            if limited.allow("snapshot"):
+                log.error("building the live feed's snapshot failed", exc_info=exc)
+            return None
+
+    feed = app.state.feed = Feed(build_snapshot, gw.stopping)
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -133,11 +278,7 @@ def create_app(gw: Gateway) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        parts = []
-        for e in exc.errors():
-            where = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
-            parts.append(f"{where}: {e.get('msg')}" if where else str(e.get("msg")))
-        return JSONResponse({"status": 422, "error": "; ".join(parts) or "invalid request"}, 422)
+        return JSONResponse({"status": 422, "error": _validation_reason(exc.errors())}, 422)
 
     # ---- health, readiness, metrics ----
 
@@ -148,55 +289,113 @@ def create_app(gw: Gateway) -> FastAPI:
 
     @app.get("/readyz", tags=["health"], responses={503: {"model": Problem, "description": "not ready"}})
     async def readyz() -> JSONResponse:
-        """Config loaded and the sinks connected (MQTT broker, InfluxDB, secondary node)."""
+        """Config loaded and the sinks connected (MQTT broker, InfluxDB, secondary node), the
+        queue file writable. 503 lists the reasons in `reasons`."""
         waiting = gw.not_ready()
         if waiting:
-            return JSONResponse({"status": 503, "error": "; ".join(waiting), "ready": False}, 503)
+            body = {"status": 503, "error": "; ".join(waiting), "ready": False, "reasons": waiting}
+            return JSONResponse(body, 503)
         return JSONResponse({"ready": True})
 
-    @app.get("/metrics", tags=["health"], response_class=Response)
+    @app.get("/metrics", tags=["health"], response_class=Response, responses=READ_ERRORS)
     async def metrics(_: Read) -> Response:
         """Prometheus text format."""
         return Response(exposition(registry), media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    # ---- sessions (the status page) ----
+
+    @app.post("/api/v1/session", tags=["gateway"], responses=_responses(401, 403))
+    async def sign_in(request: Request) -> JSONResponse:
+        """Open a read-only session: send the token once in `Authorization: Bearer`; the answer
+        sets an HttpOnly, SameSite=Strict cookie. For browsers (the status page's live feed)."""
+        s = _settings(request)
+        token = expected_token(s)
+        try:
+            if token is None:
+                raise AuthError(403, "no api.token is configured, so there is nothing to sign in with")
+            check_token(s, bearer(request))
+        except AuthError as exc:
+            limited.log("sign-in", logging.WARNING, "sign-in refused", status=exc.status, error=exc.reason)
+            raise ApiError(exc.status, exc.reason, exc.headers) from None
+        assert token is not None
+        sid = sessions.open(token)
+        answer = JSONResponse(
+            {"ok": True, "idle_timeout_s": int(SESSION_IDLE), "max_age_s": int(SESSION_MAX)}
+        )
+        answer.set_cookie(
+            sessions.cookie,
+            sid,
+            max_age=int(SESSION_MAX),
+            path="/",
+            secure=s.tls is not None,
+            httponly=True,
+            samesite="strict",
+        )
+        event(log, logging.INFO, "session opened", client=_client(request))
+        return answer
+
+    @app.delete("/api/v1/session", tags=["gateway"])
+    async def sign_out(request: Request) -> JSONResponse:
+        """End this browser's session."""
+        sessions.close(request.cookies.get(sessions.cookie))
+        answer = JSONResponse({"ok": True})
+        answer.delete_cookie(sessions.cookie, path="/", httponly=True, samesite="strict")
+        return answer
+
     # ---- devices ----
 
-    @app.get("/api/v1/status", tags=["gateway"])
+    @app.get("/api/v1/status", tags=["gateway"], responses=READ_ERRORS)
     async def status(_: Read) -> dict[str, Any]:
         """The gateway, its sinks and its queues."""
         return views.summary(gw, started)
 
-    @app.get("/api/v1/devices", tags=["devices"])
+    @app.get("/api/v1/devices", tags=["devices"], responses=READ_ERRORS)
     async def devices(_: Read) -> list[dict[str, Any]]:
         """Every configured device with its state."""
         return [views.device_info(gw, d) for d in views.device_ids(gw)]
 
-    @app.get("/api/v1/devices/{device}", tags=["devices"], responses=ERRORS)
+    @app.get("/api/v1/devices/{device}", tags=["devices"], responses=READ_ERRORS)
     async def device(device: str, _: Read) -> dict[str, Any]:
         """One device: status, last error and counters."""
         _known(device)
         return views.device_info(gw, device, counters=True)
 
-    @app.get("/api/v1/devices/{device}/points", tags=["devices"], responses=ERRORS)
+    @app.get("/api/v1/devices/{device}/points", tags=["devices"], responses=READ_ERRORS)
     async def points(device: str, _: Read) -> dict[str, Any]:
-        """The latest value of each point, with quality, unit and time."""
+        """The latest reading of each point: value, quality and its own time `ts` (ms; the
+        device's timestamp when it sends one, also as `source_ts`), with unit and name."""
         _known(device)
         return views.device_points(gw, device)
 
-    @app.put("/api/v1/devices/{device}/points/{point}", tags=["devices"], responses=ERRORS)
-    async def write(device: str, point: str, body: WriteBody, who: Write) -> dict[str, Any]:
-        """Write-back: write an `rw` point through the device's driver. The answer is the
-        device's: 200 when it accepted the value, 502 with the exception, 504 on timeout."""
+    @app.put(
+        "/api/v1/devices/{device}/points/{point}",
+        tags=["devices"],
+        responses=WRITE_ERRORS,
+        openapi_extra=WRITE_BODY,
+    )
+    async def write(device: str, point: str, request: Request, who: Write) -> dict[str, Any]:
+        """Write-back: write an `rw` point through the device's driver. Body: `{"value": …}`.
+        The token is checked before the body is read. The answer is the device's: 200 when it
+        accepted the value, 502 with the exception, 504 on timeout."""
+        try:
+            body = parse_write(await read_body(request))
+        except ApiError as exc:
+            _refused(request, exc.status, exc.reason)
+            raise
         try:
             done = await gw.write_point(device, point, body.value, who=who, via="http")
-        except WriteRejected as exc:
-            raise ApiError(_KIND_STATUS[exc.kind], exc.reason) from None
-        except WriteTimeout as exc:
-            raise ApiError(504, f"the device did not answer the write: {exc}") from None
-        except WriteFailed as exc:
-            raise ApiError(502, f"the device refused the write: {exc}") from None
-        except TimeoutError:
-            raise ApiError(504, "the device did not answer the write in time (connection busy)") from None
+        except Exception as exc:
+            status, reason = write_error(exc)
+            if status == 500:
+                if limited.allow("write internal"):
+                    log.error(
+                        "write failed with an internal error",
+                        exc_info=exc,
+                        extra={"fields": {"device": device, "point": point, "by": who, "via": "http"}},
+                    )
+            elif status < 500:  # the device's own failures (502/504) are logged by the gateway
+                _refused(request, status, reason)
+            raise ApiError(status, reason) from None
         return {"ok": True, "device": device, "point": point, "value": done.value}
 
     def _known(device: str) -> None:
@@ -205,65 +404,85 @@ def create_app(gw: Gateway) -> FastAPI:
 
     # ---- identifiers ----
 
-    @app.get("/api/v1/identifiers", tags=["identifiers"], responses=ERRORS)
+    @app.get("/api/v1/identifiers", tags=["identifiers"], responses=IDENT_ERRORS)
     async def identifiers(
         _: Read,
         state: Annotated[str | None, Query(pattern="^(queued|registered|failed)$")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[dict[str, Any]]:
         """Identifier registrations, newest first: queued (not yet accepted by the node),
-        registered or failed."""
+        registered or failed. 503 while the queue file cannot be used."""
         if gw.registrar is None:
             raise ApiError(404, "no identifier node is configured")
-        return views.identifiers(gw, state, limit)
+        try:
+            return views.identifiers(gw, state, limit)
+        except views.QueueUnavailable as exc:
+            limited.log("queue", logging.WARNING, "identifier list unavailable", error=str(exc))
+            raise ApiError(503, str(exc), {"Retry-After": "5"}) from None
 
-    @app.get("/api/v1/identifiers/{handle:path}", tags=["identifiers"], responses=ERRORS)
+    @app.get("/api/v1/identifiers/{handle:path}", tags=["identifiers"], responses=IDENT_ERRORS)
     async def resolve(
         handle: Annotated[
             str, Path(pattern=HANDLE_PATTERN, description="PREFIX/SUFFIX, e.g. 88.118.8/SN-000123")
         ],
         _: Read,
     ) -> dict[str, Any]:
-        """Resolve an identifier through the secondary node."""
-        if gw.registrar is None:
+        """Resolve an identifier through the secondary node: 404 when it is not registered,
+        502 when the node refuses or answers something unreadable or cannot be reached, 504 when
+        it did not answer in time."""
+        registrar = gw.registrar
+        if registrar is None:
             raise ApiError(404, "no identifier node is configured")
         try:
             ident = str(parse(handle))
         except IdentifierError as exc:
             raise ApiError(422, f"'{handle}' is not an identifier: {exc}") from None
         try:
-            record = await gw.registrar.client.resolve(ident)
+            record = await registrar.client.resolve(ident)
+            return record.to_json()
         except NotFound as exc:
             raise ApiError(404, str(exc) or f"{ident} is not registered") from None
         except Transient as exc:
-            raise ApiError(504 if exc.maybe_done else 502, f"secondary node: {exc}") from None
-        except NodeError as exc:
-            raise ApiError(502, f"secondary node: {exc}") from None
-        return record.to_json()
+            status, reason = (504 if exc.maybe_done else 502), f"secondary node: {exc}"
+        except Rejected as exc:
+            status, reason = 502, f"the secondary node refused: {exc}"
+        except Exception as exc:  # a node answer the client cannot take apart
+            status, reason = (
+                502,
+                f"the secondary node's answer could not be read: {type(exc).__name__}: {exc}",
+            )
+        limited.log(
+            "resolve", logging.WARNING, "resolve failed", handle=ident, status=status, error=reason[:300]
+        )
+        raise ApiError(status, reason[:1000])
 
-    # ---- status page ----
+    # ---- status page, API overview ----
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
-        return HTMLResponse(page)
+        return HTMLResponse(page, headers=PAGE_HEADERS)
 
-    @app.get("/api/v1/events", tags=["gateway"], response_class=StreamingResponse)
-    async def events(request: Request, _: Read) -> StreamingResponse:
-        """Server-Sent Events: a `snapshot` of devices, values, queues and identifiers each second."""
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return HTMLResponse(_docs_page(app.openapi()), headers=PAGE_HEADERS)
 
-        async def stream() -> Any:
-            while not gw.stopping.is_set():
-                body = json.dumps(views.snapshot(gw, started), separators=(",", ":"), ensure_ascii=False)
-                yield f"event: snapshot\ndata: {body}\n\n"
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(gw.stopping.wait(), 1.0)
-                if await request.is_disconnected():
-                    break
+    @app.get(EVENTS, tags=["gateway"], response_class=StreamingResponse, responses=READ_ERRORS)
+    async def events(request: Request, _: Read) -> Response:
+        """Server-Sent Events: a `snapshot` of devices, values, queues and identifiers each
+        second, the same one for every open stream (its `id` counts the snapshots). At most
+        `api.max_streams` streams at once: 503 beyond."""
+        cap = _settings(request).max_streams
+        if not feed.acquire(cap):
+            limited.log("streams", logging.WARNING, "live feed refused: all streams taken", max_streams=cap)
+            raise ApiError(503, f"all {cap} live streams are taken (api.max_streams)", {"Retry-After": "5"})
 
-        return StreamingResponse(
-            stream(),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
-        )
+        def allowed() -> bool:
+            try:
+                sessions.check_read(_settings(request), request)
+            except AuthError:
+                return False
+            return True
+
+        return EventStream(feed, allowed)
 
     return app

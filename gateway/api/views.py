@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -67,25 +68,43 @@ def device_info(gw: Gateway, device: str, counters: bool = False) -> dict[str, A
     return out
 
 
+def _point_times(runner: Any) -> list[int | None] | None:
+    """Per point (in the order of runner.latest), when the gateway received its latest reading,
+    if the runner records it; a polled device reads every point in each poll."""
+    times = getattr(runner, "latest_point_ts", None)
+    if times is not None and len(times) == len(runner.latest):
+        return list(times)
+    if not getattr(runner.driver, "stream", False):
+        return [runner.latest_ts] * len(runner.latest)
+    return None  # a device that sends some points at a time: only the device's own times are known
+
+
 def device_points(gw: Gateway, device: str) -> dict[str, Any]:
+    """Each point's latest reading: value, quality and reason, and `ts`, the time of that
+    reading (ms): the device's own timestamp when it sends one (then also `source_ts`), else
+    when the gateway received it."""
     resolved = gw.resolved(device)
     assert resolved is not None  # the routes answer 404 for unknown devices first
     runner = gw.runners.get(device)
-    latest = {r.id: r for r in runner.latest} if runner else {}
+    readings = list(runner.latest) if runner else []
+    times = _point_times(runner) if runner else None
+    latest = {r.id: (r, times[i] if times is not None else None) for i, r in enumerate(readings)}
     points: dict[str, Any] = {}
     for e in resolved.points:
         p: dict[str, Any] = e.meta()
         if e.unit in UNECE_REC20:
             p["symbol"] = UNECE_REC20[e.unit][0]
-        r = latest.get(e.id)
-        if r is not None:
+        got = latest.get(e.id)
+        if got is not None:
+            r, received = got
             p["v"], p["q"] = r.v, r.q
             if r.reason is not None:
                 p["reason"] = r.reason
+            p["ts"] = r.ts if r.ts is not None else received
             if r.ts is not None:
                 p["source_ts"] = r.ts
         else:
-            p["v"], p["q"], p["reason"] = None, "bad", "not read yet"
+            p["v"], p["q"], p["reason"], p["ts"] = None, "bad", "not read yet", None
         points[e.id] = p
     return {"device": device, "ts": runner.latest_ts if runner else None, "points": points}
 
@@ -103,28 +122,42 @@ def queues(gw: Gateway) -> dict[str, Any]:
     return out
 
 
+class QueueUnavailable(Exception):
+    """The durable queue cannot answer now (its file cannot be written or read)."""
+
+
 def identifiers(gw: Gateway, state: str | None, limit: int) -> list[dict[str, Any]]:
+    """Registrations from the durable queue. Raises QueueUnavailable when the queue cannot give
+    a true list: its file cannot be read, or a commit fails (what waits in memory would be
+    missing from the list)."""
     q = gw.queue
     assert q is not None
     out: list[dict[str, Any]] = []
-    if state in (None, "queued"):
-        q.commit()
-        for _row, handle, body in q.after(IDENTIFIER_STREAM, 0, limit):
-            item: dict[str, Any] = {"handle": handle, "state": "queued"}
-            try:
-                fired = json.loads(body)
-                item["rule"] = fired.get("rule")
-                item["ts"] = fired.get("ts")
-            except (ValueError, AttributeError):
-                pass
-            out.append(item)
-        out.reverse()  # newest first, as the outcomes
-    if state != "queued":
-        for handle, st, message, ts in q.outcomes(IDENTIFIER_STREAM, state, limit=limit):
-            item = {"handle": handle, "state": st, "ts": ts}
-            if message:
-                item["error" if st == "failed" else "note"] = message
-            out.append(item)
+    try:
+        if not q.commit():
+            raise QueueUnavailable(
+                f"{q.failing or 'the queue file cannot be written'}; registrations waiting in memory "
+                "cannot be listed until it can"
+            )
+        if state in (None, "queued"):
+            for _row, handle, body in q.after(IDENTIFIER_STREAM, 0, limit):
+                item: dict[str, Any] = {"handle": handle, "state": "queued"}
+                try:
+                    fired = json.loads(body)
+                    item["rule"] = fired.get("rule")
+                    item["ts"] = fired.get("ts")
+                except (ValueError, AttributeError):
+                    pass
+                out.append(item)
+            out.reverse()  # newest first, as the outcomes
+        if state != "queued":
+            for handle, st, message, ts in q.outcomes(IDENTIFIER_STREAM, state, limit=limit):
+                item = {"handle": handle, "state": st, "ts": ts}
+                if message:
+                    item["error" if st == "failed" else "note"] = message
+                out.append(item)
+    except sqlite3.Error as exc:
+        raise QueueUnavailable(f"the queue file cannot be read: {exc}") from None
     return out[:limit]
 
 
@@ -174,5 +207,10 @@ def snapshot(gw: Gateway, started: float) -> dict[str, Any]:
         info = device_info(gw, d)
         info["values"] = device_points(gw, d)["points"]
         devices.append(info)
-    recent = identifiers(gw, None, 10) if gw.registrar is not None and gw.queue is not None else []
-    return {"summary": summary(gw, started), "devices": devices, "identifiers": recent}
+    out: dict[str, Any] = {"summary": summary(gw, started), "devices": devices, "identifiers": []}
+    if gw.registrar is not None and gw.queue is not None:
+        try:
+            out["identifiers"] = identifiers(gw, None, 10)
+        except QueueUnavailable as exc:
+            out["identifiers_error"] = str(exc)
+    return out
