@@ -62,13 +62,18 @@ def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None)
         if cfg is None:
             raise ConfigError(issues) from None
         devices, problems = check(cfg, valid, bad_models)
-        issues += [smap.issue(p, m) for p, m in problems]
+        issues += _located(problems, smap)
         raise ConfigError(issues) from None
     devices, problems = check(cfg, valid, set())
-    issues += [smap.issue(p, m) for p, m in problems]
+    issues += _located(problems, smap)
     if issues:
         raise ConfigError(issues)
     return LoadedConfig(Path(path), cfg, devices, smap)
+
+
+def _located(problems: list[tuple[Path_, str]], smap: SourceMap) -> list[ConfigIssue]:
+    """Problems as issues, leaving out those about values already reported as unreadable."""
+    return [smap.issue(p, m) for p, m in problems if not smap.covers(p)]
 
 
 def _partial(doc: Any) -> tuple[GatewayConfig | None, list[tuple[int, Any]], set[str]]:
@@ -96,6 +101,12 @@ def _issues_from(exc: ValidationError, doc: Any, smap: SourceMap) -> list[Config
     merged: dict[Path_, list[str]] = {}
     for err in exc.errors(include_url=False):
         path = _data_path(err["loc"], doc)
+        if err["type"] != "extra_forbidden" and smap.covers(path):
+            continue  # the value was reported as unreadable where it was written
+        if err["type"] == "union_tag_invalid" and smap.covers((*path, "protocol")):
+            continue
+        if err["type"] == "union_tag_not_found":  # the discriminator key is missing: name it
+            path = (*path, str(err.get("ctx", {}).get("discriminator", "")).strip("'"))
         merged.setdefault(path, [])
         msg = _message(err, path, doc)
         if msg not in merged[path]:
@@ -138,6 +149,8 @@ def _message(err: Any, path: Path_, doc: Any) -> str:
     kind = err["type"]
     if kind == "missing":
         return "required key is missing"
+    if kind == "union_tag_not_found":
+        return "required key is missing: modbus-tcp, modbus-rtu, opcua or serial"
     if kind == "extra_forbidden":
         key = str(path[-1]) if path else "?"
         allowed = _allowed_keys(path[:-1], doc)

@@ -25,7 +25,7 @@ from drivers.serial.port import unescape
 
 from ..dictionary import DictionaryEntry, merge_points
 from .schema import Device, GatewayConfig, ModbusRtuDevice, ModbusTcpDevice, OpcuaDevice, SerialDevice
-from .source import Path_
+from .source import Path_, short
 from .units import UNECE_REC20
 
 # Protocols and sections this build can run. Others validate by shape but are refused, so a
@@ -117,7 +117,8 @@ def check(
     from identifier.rules import check_rules
 
     known: dict[str, set[str] | None] = {d.id: None for _, d in devices}  # None: not checkable
-    known.update({cfg.devices[r.index].id: {e.id for e in r.points} for r in resolved})
+    by_index = dict(devices)  # r.index is the device's place in the file, not in `devices`
+    known.update({by_index[r.index].id: {e.id for e in r.points} for r in resolved})
     problems += check_rules(cfg, known)
     return resolved, problems
 
@@ -204,11 +205,22 @@ def _check_serial_line(
         if text is not None:
             out += _check_bytes((*fpath, key), text)
     try:
-        codecs.lookup(f.encoding)
-    except LookupError:
+        text_encoding = getattr(codecs.lookup(f.encoding), "_is_text_encoding", True)
+    except (LookupError, ValueError):  # ValueError: a NUL in the name
         out.append(
-            ((*fpath, "encoding"), f"unknown encoding '{f.encoding}' (e.g. utf-8, ascii, latin-1, gb18030)")
+            (
+                (*fpath, "encoding"),
+                f"unknown encoding {short(f.encoding)} (e.g. utf-8, ascii, latin-1, gb18030)",
+            )
         )
+    else:
+        if not text_encoding:
+            out.append(
+                (
+                    (*fpath, "encoding"),
+                    f"'{f.encoding}' is not a text encoding (e.g. utf-8, ascii, latin-1, gb18030)",
+                )
+            )
     ids = [e.id for e in points]
     if f.pattern is None:
         if len(points) > 1:
@@ -224,6 +236,8 @@ def _check_serial_line(
         except re.error as exc:
             where = f" at position {exc.pos}" if exc.pos is not None else ""
             out.append(((*fpath, "pattern"), f"not a valid regular expression: {exc.msg}{where}"))
+        except (RecursionError, OverflowError, ValueError) as exc:
+            out.append(((*fpath, "pattern"), f"not a usable regular expression: {exc}"))
         else:
             for e in points:
                 if e.id not in groups:

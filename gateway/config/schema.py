@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, SecretStr, field_validator, model_validator
 
-from .types import ByteSize, Duration
+from .types import BufferSize, Duration, DurationOrZero, KeepAlive
 
 PointType = Literal[
     "bool", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "string"
@@ -56,13 +56,13 @@ class PointFields(Strict):
     description: str | None = None
     type: PointType | None = Field(None, description="required unless inherited from the model")
     unit: str | None = Field(None, description="UNECE Rec 20 common code, e.g. CEL, BAR, KWT")
-    range: tuple[float, float] | None = Field(
+    range: tuple[FiniteFloat, FiniteFloat] | None = Field(
         None, description="engineering range; outside it the quality becomes 'uncertain'"
     )
-    scale: float | None = Field(None, description="engineering = raw * scale + offset (default 1)")
-    offset: float | None = Field(None, description="default 0")
+    scale: FiniteFloat | None = Field(None, description="engineering = raw * scale + offset (default 1)")
+    offset: FiniteFloat | None = Field(None, description="default 0")
     access: Access | None = Field(None, description="ro (default) | rw")
-    deadband: float | None = Field(None, ge=0, description="with publish: on_change")
+    deadband: FiniteFloat | None = Field(None, ge=0, description="with publish: on_change")
     semantic_id: str | None = None
     classification: Classification | None = Field(None, description="default general")
     length: int | None = Field(None, ge=1, le=123, description="string length in registers")
@@ -70,11 +70,21 @@ class PointFields(Strict):
     modbus: ModbusAddress | None = None
     opcua: OpcuaAddress | None = None
 
-    @model_validator(mode="after")
-    def _range_ordered(self) -> PointFields:
-        if self.range is not None and self.range[0] > self.range[1]:
-            raise ValueError(f"range [{self.range[0]}, {self.range[1]}]: the minimum is above the maximum")
-        return self
+    @field_validator("scale")
+    @classmethod
+    def _scale_not_zero(cls, v: float | None) -> float | None:
+        if v == 0:
+            raise ValueError(
+                "must not be 0: every value would read as the offset, and a write would divide by 0"
+            )
+        return v
+
+    @field_validator("range")
+    @classmethod
+    def _range_ordered(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and v[0] > v[1]:
+            raise ValueError(f"the minimum {v[0]:g} is above the maximum {v[1]:g}")
+        return v
 
 
 class Model(Strict):
@@ -134,7 +144,7 @@ class SerialLine(Strict):
 class ModbusRtuConnection(SerialLine):
     unit_id: int = Field(1, ge=1, le=247)
     timeout: Duration = 1.0
-    inter_frame: Duration | None = Field(None, description="pause between frames on the bus")
+    inter_frame: DurationOrZero | None = Field(None, description="pause between frames on the bus")
 
 
 class ModbusRtuDevice(DeviceBase):
@@ -163,9 +173,9 @@ class OpcuaConnection(Strict):
 
 
 class OpcuaSubscription(Strict):
-    sampling_interval: Duration | None = None
-    queue_size: int = Field(1, ge=1)
-    deadband: float | None = Field(None, ge=0)
+    sampling_interval: DurationOrZero | None = Field(None, description="0: as fast as the server can")
+    queue_size: int = Field(1, ge=1, le=4_294_967_295)
+    deadband: FiniteFloat | None = Field(None, ge=0)
     deadband_type: Literal["absolute", "percent"] = "absolute"
 
 
@@ -244,7 +254,7 @@ class TlsFiles(Strict):
 
 
 class BufferSettings(Strict):
-    max_bytes: ByteSize = Field(512 * 1024**2, description="store-and-forward size on disk")
+    max_bytes: BufferSize = Field(512 * 1024**2, description="store-and-forward size on disk (at least 1MiB)")
     fsync: Literal["off", "normal", "full"] = Field(
         "normal", description="normal survives a process kill; full also survives power loss"
     )
@@ -255,7 +265,7 @@ class BufferSettings(Strict):
         description="after an outage: interleaved sends live data at once and the backlog beside it; "
         "ordered sends the backlog first, so each device's seq arrives strictly increasing",
     )
-    replay_rate: float = Field(
+    replay_rate: FiniteFloat = Field(
         2000.0, ge=0, description="backlog messages per second after an outage; 0 = as fast as acknowledged"
     )
 
@@ -268,7 +278,7 @@ class MqttSettings(Strict):
     username: str | None = None
     password: SecretStr | None = None
     qos: Literal[0, 1, 2] = 1
-    keepalive: Duration = 30.0
+    keepalive: KeepAlive = Field(30.0, description="1s to 65535s (whole seconds)")
     reconnect_min: Duration = Field(
         1.0, description="first reconnect delay; doubles per failure, with jitter"
     )
@@ -348,6 +358,12 @@ class IdentifierSettings(Strict):
     batch_size: int = Field(
         500, ge=1, le=2000, description="identifiers per batchCreate when there is a backlog"
     )
+    max_queued: int = Field(
+        100_000,
+        ge=1,
+        description="registrations waiting for the node at most; beyond, new firings are refused "
+        "(logged, counted, published as refused), never queued ones dropped",
+    )
 
 
 class ApiTls(Strict):
@@ -364,6 +380,16 @@ class ApiSettings(Strict):
     )
     read_requires_token: bool = Field(False, description="also require the token for reads on loopback")
     tls: ApiTls | None = None
+    trusted_hosts: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:*\[\]-]+$")]] = Field(
+        default_factory=list,
+        description="more names (Host header) the API answers to, besides the listen address, localhost, "
+        "127.0.0.1 and ::1 (and, listening on all interfaces, any address and the machine's name); "
+        "`*.example.com` takes subdomains. Others get 421: a web page cannot reach the API by "
+        "re-pointing its own name at the gateway (DNS rebinding)",
+    )
+    max_streams: int = Field(
+        8, ge=1, le=256, description="live feeds (open status pages) at once; more get 503"
+    )
 
     @property
     def host(self) -> str:
@@ -375,7 +401,17 @@ class ApiSettings(Strict):
 
     @property
     def loopback(self) -> bool:
-        return self.host in ("127.0.0.1", "::1", "localhost") or self.host.startswith("127.")
+        import ipaddress
+
+        if self.host.lower() == "localhost":
+            return True
+        try:
+            ip = ipaddress.ip_address(self.host.split("%", 1)[0])
+        except ValueError:
+            return False  # a name other than localhost may resolve to anything
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return ip.is_loopback
 
     @model_validator(mode="after")
     def _token_off_loopback(self) -> ApiSettings:
