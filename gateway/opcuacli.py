@@ -174,7 +174,8 @@ async def _browse(driver: OpcuaDriver, root: Any, depth: int) -> tuple[list[Vari
 
 
 def render(args: argparse.Namespace, variables: list[Variable], model: str) -> str:
-    """A config that validates as is: the model, and one device at the endpoint using it."""
+    """A config that validates as is (with --username: once OPCUA_USER and OPCUA_PASSWORD are
+    set): the model, and one device at the endpoint using it."""
     lines = [
         f"# Device model browsed from {args.endpoint} (root {args.root}, depth {args.depth})",
         f"# on {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC by `edgegw browse`.",
@@ -228,9 +229,12 @@ def render(args: argparse.Namespace, variables: list[Variable], model: str) -> s
             sec += f", server_certificate: {_q(str(Path(args.server_certificate).resolve()))}"
         lines.append(sec + "}")
     if args.username:
+        # the server refuses anonymous sessions: the device needs the identity too, from the
+        # gateway's environment (never the password itself in a file)
         lines += [
-            f"      # username: {_q(args.username)}",
-            "      # password: ${OPCUA_PASSWORD}",
+            f"      # browsed as {_q(args.username)}: set OPCUA_USER and OPCUA_PASSWORD for the gateway",
+            "      username: ${OPCUA_USER}",
+            "      password: ${OPCUA_PASSWORD}",
         ]
     lines += [
         "    mode: subscribe          # or poll",

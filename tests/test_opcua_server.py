@@ -6,8 +6,9 @@ Mosquitto; what it publishes is checked on the broker, what it refuses in the de
 Covers: trusting certificates both ways (the untrusted server certificate is saved and named,
 moving it to pki/trusted lets the device connect; a gateway certificate the server does not
 trust is named in the refusal), no fallback to a weaker endpoint, a wrong password, poll and
-subscribe, Bad status, a node that does not exist (only its point bad), and `edgegw browse`
-output that validates as is."""
+subscribe, Bad status, a node that does not exist (only its point bad), a device status that
+follows its cause when the cause changes, and `edgegw browse` output that validates as is (the
+identity from the environment when the server wants a username)."""
 
 from __future__ import annotations
 
@@ -178,6 +179,23 @@ def refused(device: str, connection: str) -> str:
       - {{id: force, type: float64, opcua: {{node: "nsu={NS_URI};s=Force"}}}}"""
 
 
+def cause_changes(device: str, mode: str, ep: str, pinned: Path) -> str:
+    """A device refused first for the server's certificate (the pinned file does not exist
+    yet), then, once it does, for its wrong password."""
+    return f"""  - id: {device}
+    protocol: opcua
+    connection:
+      endpoint: {ep}
+      security: {{policy: Basic256Sha256, mode: SignAndEncrypt, server_certificate: {pinned}}}
+      username: op
+      password: nope
+      timeout: 2s
+    mode: {mode}
+    poll: {{interval: 200ms, backoff_max: 1s}}
+    points:
+      - {{id: force, type: float64, opcua: {{node: "nsu={NS_URI};s=Force"}}}}"""
+
+
 class Plant:
     def __init__(self, tmp: Path):
         self.tmp = tmp
@@ -185,6 +203,7 @@ class Plant:
         self.data = tmp / "data"
         self.config = tmp / "gw.yaml"
         self.other = tmp / "other"  # a second gateway identity the server does not trust
+        self.pinned = tmp / "pinned" / "press.der"  # appears during a test: the cause changes
         sec = "{policy: Basic256Sha256, mode: SignAndEncrypt}"
         ep = f'"opc.tcp://127.0.0.1:{self.opc}"'
         self.config.write_text(f"""
@@ -205,6 +224,8 @@ devices:
 {refused("wrong-password", f"{{endpoint: {ep}, security: {sec}, username: op, password: nope}}")}
 {refused("sign-only", f"{{endpoint: {ep}, security: {{policy: Basic256Sha256, mode: Sign}}, username: op, password: s3cret}}")}
 {refused("no-security", f"{{endpoint: {ep}, username: op, password: s3cret}}")}
+{cause_changes("cause-poll", "poll", ep, self.pinned)}
+{cause_changes("cause-sub", "subscribe", ep, self.pinned)}
   - id: untrusted-client
     protocol: opcua
     connection:
@@ -344,6 +365,82 @@ def test_refusals_are_clear_and_never_fall_back(plant: Plant) -> None:
     assert "urn:edgegw:other" in plant.server.rejected
 
 
+def test_status_reason_follows_the_cause_when_it_changes(plant: Plant) -> None:
+    """Refused for the server's certificate, then for the password: the device's status (API
+    and MQTT) names the cause of now, not the first one, in poll and in subscribe mode."""
+    devices = ("cause-poll", "cause-sub")
+    for d in devices:
+        wait_for(
+            lambda d=d: (
+                plant.device(d)["state"] == "offline"
+                and "does not exist" in (plant.device(d)["reason"] or "")
+            ),
+            15,
+            f"{d} refused for the missing pinned certificate",
+        )
+        assert str(plant.pinned) in plant.device(d)["reason"]
+    plant.pinned.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(plant.server.cert, plant.pinned)  # the certificate is right now; the password is not
+    for d in devices:
+        wait_for(
+            lambda d=d: "BadUserAccessDenied" in (plant.device(d)["reason"] or ""),
+            15,
+            f"{d} reason names the password",
+        )
+        info = plant.device(d)
+        assert info["state"] == "offline" and str(plant.pinned) not in info["reason"], info
+        assert "BadUserAccessDenied" in (info["last_error"] or "")
+        wait_for(
+            lambda d=d: "BadUserAccessDenied" in plant.sub.json(f"/{d}/status")[-1].get("reason", ""),
+            5,
+            f"{d} MQTT status names the password",
+        )
+        assert not values_read(plant, d)
+
+
+def browse(plant: Plant, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("OPCUA_USER", "OPCUA_PASSWORD")}
+    env["OPCUA_PASSWORD"] = "s3cret"
+    return plant.edgegw(
+        "browse",
+        plant.server.endpoint,
+        "--security",
+        "Basic256Sha256:SignAndEncrypt",
+        "-c",
+        str(plant.config),
+        "-o",
+        str(out),
+        *extra,
+        env=env,
+    )
+
+
+def test_browse_with_a_username_writes_a_config_that_runs_with_the_identity_from_the_environment(
+    plant: Plant,
+) -> None:
+    """The server refuses anonymous sessions: the browsed device must carry a username and a
+    password to connect. Both come from the environment (placeholders in the file), the file
+    validates with them set, and the password is never printed or written."""
+    trust_server(plant)
+    out = plant.tmp / "browsed-user.yaml"
+    r = browse(plant, out, "--username", "op")
+    assert r.returncode == 0, r.stderr
+    text = out.read_text()
+    assert "      username: ${OPCUA_USER}\n" in text and "      password: ${OPCUA_PASSWORD}\n" in text
+    assert "s3cret" not in text + r.stdout + r.stderr
+    base = {k: v for k, v in os.environ.items() if k not in ("OPCUA_USER", "OPCUA_PASSWORD")}
+    ok = plant.edgegw(
+        "validate", "-c", str(out), env={**base, "OPCUA_USER": "op", "OPCUA_PASSWORD": "s3cret"}
+    )
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "s3cret" not in ok.stdout + ok.stderr
+    missing = plant.edgegw("validate", "-c", str(out), env=base)
+    assert missing.returncode != 0 and "OPCUA_USER" in missing.stdout + missing.stderr
+    dev = load_config(out, {"OPCUA_USER": "op", "OPCUA_PASSWORD": "s3cret"}).config.devices[0]
+    conn: Any = dev.connection
+    assert conn.username == "op" and conn.password.get_secret_value() == "s3cret"
+
+
 def test_browse_prints_a_model_that_validates(plant: Plant) -> None:
     trust_server(plant)
     out = plant.tmp / "browsed.yaml"
@@ -362,7 +459,7 @@ def test_browse_prints_a_model_that_validates(plant: Plant) -> None:
         env=env,
     )
     assert r.returncode == 0, r.stderr
-    loaded = load_config(out)  # validates as is
+    loaded = load_config(out, {"OPCUA_USER": "op", "OPCUA_PASSWORD": "s3cret"})  # validates as is
     model = next(iter(loaded.config.models.values()))
     points = {p.id: p for p in model.points}
     force = points["press_force"]

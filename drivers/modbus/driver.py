@@ -4,6 +4,10 @@ over it (`_request`), and says what a timeout does to the line (`_after_timeout`
 
 A Modbus exception response marks only that request's points bad; a timeout or a lost
 connection on every request makes the device unreachable (the scheduler then backs off).
+An answer that is not a valid answer to its request (short, wrong length, another function,
+malformed; see response.py) marks that request's points bad with what the device did wrong,
+and fails a write with WriteFailed saying the same. Bytes that are not a frame at all count
+as no answer, as a timeout does.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from ..base import DeviceUnreachable, LatencyHistogram, PointError, WriteFailed,
 from .address import BIT_AREAS
 from .codec import BlockDecoder, EncodeError, RegisterPoint, encode_value
 from .planner import ReadRequest, RegisterSpan, plan_reads
+from .response import READ_FUNCTION, BadResponse, Request, response_problem
 
 # pymodbus logs every frame at debug and tracebacks at error; the gateway reports outcomes itself.
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
@@ -58,6 +63,7 @@ class ModbusDriver:
         self._decoders = [
             BlockDecoder(r.start, r.count, [self.points[i] for i in r.points]) for r in self.requests
         ]
+        self._asked = [Request(READ_FUNCTION[r.area], r.area, r.start, r.count) for r in self.requests]
         self.request_count = 0
         self.error_count = 0
         self.latency = LatencyHistogram()
@@ -74,9 +80,18 @@ class ModbusDriver:
     async def close(self) -> None:
         raise NotImplementedError
 
-    async def _request(self, call: Callable[[Any], Awaitable[Any]]) -> Any:
-        """Send one request (call(client)) and return the response."""
+    async def _request(self, call: Callable[[Any], Awaitable[Any]], asked: Request) -> Any:
+        """Send one request (call(client)), described by `asked`, and return the response.
+        Raises BadResponse when the transport sees an answer that cannot be its answer."""
         raise NotImplementedError
+
+    async def _checked(self, call: Callable[[Any], Awaitable[Any]], asked: Request) -> Any:
+        """_request, and the response checked against what was asked (raises BadResponse)."""
+        resp = await self._request(call, asked)
+        problem = response_problem(resp, asked)
+        if problem is not None:
+            raise BadResponse(problem)
+        return resp
 
     async def _after_timeout(self) -> bool:
         """After a request timed out: make sure a late answer cannot be taken for the next
@@ -110,16 +125,29 @@ class ModbusDriver:
         values: list[object] = [None] * len(self.points)
         answered = 0
         last_failure = "timeout"
-        for n, (req, decoder) in enumerate(zip(self.requests, self._decoders, strict=True)):
+        for n, (req, decoder, asked) in enumerate(
+            zip(self.requests, self._decoders, self._asked, strict=True)
+        ):
             self.request_count += 1
             sent = time.monotonic()
             closed = False
             try:
-                resp = await self._request(self._read_call(req.area, req.start, req.count, self.unit_id))
+                resp = await self._checked(
+                    self._read_call(req.area, req.start, req.count, self.unit_id), asked
+                )
+            except BadResponse as exc:  # the device answered, wrongly: only these points are bad
+                self.error_count += 1
+                failure: object = PointError(str(exc))
+                if exc.resync:  # not a frame: the connection is out of step, as after a timeout
+                    last_failure = str(exc)
+                    closed = await self._after_timeout()
+                else:
+                    self.latency.observe(time.monotonic() - sent)
+                    answered += 1
             except (ModbusIOException, TimeoutError):
                 self.error_count += 1
                 last_failure = self._timeout_reason()
-                failure: object = PointError(last_failure if "CRC" in last_failure else "timeout")
+                failure = PointError(last_failure if "CRC" in last_failure else "timeout")
                 closed = await self._after_timeout()
             except (ConnectionException, OSError) as exc:
                 self.error_count += 1
@@ -141,8 +169,9 @@ class ModbusDriver:
                     data = resp.bits if req.area in BIT_AREAS else resp.registers
                     try:
                         decoded = decoder.decode(data)
-                    except Exception as exc:  # a short or malformed answer from the device
-                        failure = PointError(f"bad response: {_short(exc)}")
+                    except Exception as exc:  # an answer the checks above let through
+                        self.error_count += 1
+                        failure = PointError(f"malformed response for {asked.what}: {_short(exc)}")
                     else:
                         for i, v in zip(req.points, decoded, strict=True):
                             values[i] = v
@@ -171,23 +200,43 @@ class ModbusDriver:
         unit = self.unit_id
         try:
             if p.area == "co":
-                resp = await self._request(lambda c: c.write_coil(p.offset, bool(raw_value), device_id=unit))
+                on = bool(raw_value)
+                asked = Request(5, "co", p.offset, value=1 if on else 0)
+                resp = await self._checked(lambda c: c.write_coil(p.offset, on, device_id=unit), asked)
             elif p.bit is not None:
-                cur = await self._request(
-                    lambda c: c.read_holding_registers(p.offset, count=1, device_id=unit)
-                )
+                # read-modify-write: the register's other bits are kept as the device has them
+                asked = Request(3, "hr", p.offset)
+                try:
+                    cur = await self._checked(
+                        lambda c: c.read_holding_registers(p.offset, count=1, device_id=unit), asked
+                    )
+                except BadResponse as exc:
+                    raise BadResponse(f"reading {asked.what} to set bit {p.bit}: {exc}") from None
                 if cur.isError():
-                    raise WriteFailed(exception_reason(cur.exception_code))
+                    raise WriteFailed(
+                        f"reading {asked.what} to set bit {p.bit}: {exception_reason(cur.exception_code)}"
+                    )
                 mask = 1 << p.bit
                 word = (cur.registers[0] | mask) if raw_value else (cur.registers[0] & ~mask)
-                resp = await self._request(lambda c: c.write_register(p.offset, word, device_id=unit))
+                asked = Request(6, "hr", p.offset, value=word)
+                resp = await self._checked(lambda c: c.write_register(p.offset, word, device_id=unit), asked)
             else:
                 regs = encode_value(p, raw_value)
                 if len(regs) == 1:
-                    resp = await self._request(lambda c: c.write_register(p.offset, regs[0], device_id=unit))
+                    asked = Request(6, "hr", p.offset, value=regs[0])
+                    resp = await self._checked(
+                        lambda c: c.write_register(p.offset, regs[0], device_id=unit), asked
+                    )
                 else:
-                    resp = await self._request(lambda c: c.write_registers(p.offset, regs, device_id=unit))
+                    asked = Request(16, "hr", p.offset, len(regs))
+                    resp = await self._checked(
+                        lambda c: c.write_registers(p.offset, regs, device_id=unit), asked
+                    )
         except EncodeError as exc:
+            raise WriteFailed(str(exc)) from None
+        except BadResponse as exc:
+            if exc.resync:
+                await self._after_timeout()
             raise WriteFailed(str(exc)) from None
         except (ModbusIOException, TimeoutError):
             reason = self._timeout_reason()

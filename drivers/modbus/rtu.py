@@ -25,6 +25,7 @@ from ..base import DeviceUnreachable
 from ..serial.port import line_setting, open_failure, port_problem
 from .codec import RegisterPoint
 from .driver import ModbusDriver
+from .response import Request
 
 
 def crc16(data: bytes) -> int:
@@ -161,7 +162,7 @@ class ModbusRtuDriver(ModbusDriver):
         # the port belongs to the bus: it is closed when it fails, not when one device stops
         return None
 
-    async def _request(self, call: Callable[[Any], Awaitable[Any]]) -> Any:
+    async def _request(self, call: Callable[[Any], Awaitable[Any]], asked: Request) -> Any:
         self._crc_error = False
         try:
             return await self.bus.transact(call, self.timeout)

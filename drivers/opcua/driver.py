@@ -430,7 +430,10 @@ class OpcuaDriver:
         node = self._nodes[i]
         if node is None:
             raise WriteFailed(self._unresolved.get(i, "BadNodeIdUnknown"))
-        dv = ua.DataValue(variant(self.points[i].type, raw_value))
+        try:
+            dv = ua.DataValue(variant(self.points[i].type, raw_value))
+        except ValueError as exc:
+            raise WriteFailed(str(exc)) from None
         try:
             results = await self._client.uaclient.write_attributes([node], [dv], ua.AttributeIds.Value)
         except TimeoutError:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from typing import Any
 
 from asyncua import ua
 
 from ..base import INT_LIMITS, PointError, Uncertain
+
+_FLOAT32_MAX = 3.4028234663852886e38
 
 VARIANT_TYPES = {
     "bool": ua.VariantType.Boolean,
@@ -121,5 +124,29 @@ def source_ms(dv: ua.DataValue) -> int | None:
 
 def variant(type_: str, raw: object) -> ua.Variant:
     """The Variant a write of `raw` to a point of `type_` sends (the exact built-in type: many
-    servers refuse a Double for a Float variable)."""
-    return ua.Variant(raw, VARIANT_TYPES[type_])
+    servers refuse a Double for a Float variable). Integer types carry the int itself, never a
+    float on the way (an Int64 of 9007199254740993 stays that). Raises ValueError for a value
+    the type cannot hold."""
+    vt = VARIANT_TYPES[type_]
+    if type_ in INT_LIMITS:
+        if isinstance(raw, float) and raw.is_integer():
+            raw = int(raw)
+        if not isinstance(raw, int):
+            raise ValueError(f"{type(raw).__name__} is not an integer for a {type_} point")
+        lo, hi = INT_LIMITS[type_]
+        if not lo <= raw <= hi:
+            raise ValueError(f"{raw} does not fit {type_} ({lo}..{hi})")
+        return ua.Variant(int(raw), vt)
+    if type_ in ("float32", "float64"):
+        if isinstance(raw, bool) or not isinstance(raw, int | float):
+            raise ValueError(f"{type(raw).__name__} is not a number for a {type_} point")
+        try:
+            value = float(raw)
+        except OverflowError:
+            raise ValueError(f"the value does not fit {type_}") from None
+        if type_ == "float32" and math.isfinite(value) and abs(value) > _FLOAT32_MAX:
+            raise ValueError(f"{value:g} does not fit float32")
+        return ua.Variant(value, vt)
+    if type_ == "bool":
+        return ua.Variant(bool(raw), vt)
+    return ua.Variant(str(raw), vt)
