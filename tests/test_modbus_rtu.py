@@ -4,6 +4,7 @@ them through one shared bus; a subscriber on a real Mosquitto checks what arrive
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import time
@@ -140,10 +141,8 @@ def _fds_on(pid: int, device: str) -> int:
     target = os.path.realpath(device)
     n = 0
     for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
+        with contextlib.suppress(OSError):
             n += os.readlink(fd) == target
-        except OSError:
-            pass
     return n
 
 
