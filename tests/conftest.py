@@ -8,7 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import Proc, free_port, start_mosquitto
+from harness import EDGEGW, P, Proc, free_port, start_mosquitto, wait_port
 
 
 @pytest.fixture
@@ -48,3 +48,17 @@ def tmpfs(tmp_path: Path) -> Iterator[object]:
     fs = Tmpfs(tmp_path / "fs")
     yield fs
     fs.unmount()
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The secondary-node simulator (user ops:pw, prefix P) on a free port; its base URL."""
+    port = free_port()
+    tmp = tmp_path_factory.mktemp("idnode")
+    proc = Proc(
+        [*EDGEGW, "simulate", "--idnode", "--port", str(port), "--user", "ops:pw", "--prefix", P],
+        tmp / "node.log",
+    )
+    wait_port(port, 20)
+    yield f"http://127.0.0.1:{port}"
+    proc.stop()

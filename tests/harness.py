@@ -20,6 +20,8 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from identifier.templates import Value
+
 ROOT = Path(__file__).resolve().parent.parent
 EDGEGW = [sys.executable, "-m", "gateway.cli"]
 
@@ -295,3 +297,16 @@ class Tmpfs:
 
 def can_mount() -> bool:
     return os.geteuid() == 0 and shutil.which("mount") is not None
+
+
+# the enterprise prefix of the identifier tests, and a registration's values that fit the
+# simulator's default template
+P = "88.118.8"
+
+
+GOOD = (
+    Value(2000, "serial_number", "SN-1"),
+    Value(2001, "model", "IM-200"),
+    Value(2002, "batch", "B-1"),
+    Value(2005, "produced_at", "2026-11-21T08:00:00.000Z"),
+)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import EDGEGW, ROOT, wait_for
+from harness import EDGEGW, GOOD, ROOT, P, wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -41,13 +41,6 @@ from identifier.registrar import Registrar
 from identifier.rules import RuleSet
 from identifier.templates import Template, TemplateItem, Value
 
-P = "88.118.8"
-GOOD = (
-    Value(2000, "serial_number", "SN-1"),
-    Value(2001, "model", "IM-200"),
-    Value(2002, "batch", "B-1"),
-    Value(2005, "produced_at", "2026-11-21T08:00:00.000Z"),
-)
 REG = Registration(f"{P}/SN-1", "1.0", GOOD)
 REG2 = Registration(f"{P}/SN-2", "1.0", GOOD)
 HTML = b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center></body></html>"

@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import EDGEGW, ROOT, Proc, free_port, wait_for, wait_port
+from harness import EDGEGW, ROOT, P, Proc, free_port, wait_for, wait_port
 
 from gateway.config.schema import IdentifierRule, PointRef, RuleValue
 from gateway.durable_queue import DurableQueue
@@ -27,7 +27,6 @@ from identifier.client import SnmsClient
 from identifier.registrar import TASK, Registrar
 from identifier.rules import STREAM, RuleSet
 
-P = "88.118.8"
 RULE = IdentifierRule(
     name="part",
     trigger=PointRef(device="m1", point="serial"),
@@ -39,19 +38,6 @@ RULE = IdentifierRule(
         RuleValue(index=2005, type="produced_at", value="{ts}"),
     ],
 )
-
-
-@pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    tmp = tmp_path_factory.mktemp("idnode")
-    proc = Proc(
-        [*EDGEGW, "simulate", "--idnode", "--port", str(port), "--user", "ops:pw", "--prefix", P],
-        tmp / "node.log",
-    )
-    wait_port(port, 20)
-    yield f"http://127.0.0.1:{port}"
-    proc.stop()
 
 
 @pytest.fixture(autouse=True)

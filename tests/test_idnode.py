@@ -3,36 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from harness import EDGEGW, ROOT, Proc, free_port, wait_port
+from harness import GOOD, ROOT, P
 
 from identifier.client import Exists, HandleClient, NotFound, Registration, Rejected, SnmsClient, Transient
 from identifier.templates import Template, TemplateItem, Value
-
-P = "88.118.8"
-GOOD = (
-    Value(2000, "serial_number", "SN-1"),
-    Value(2001, "model", "IM-200"),
-    Value(2002, "batch", "B-1"),
-    Value(2005, "produced_at", "2026-11-21T08:00:00.000Z"),
-)
-
-
-@pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
-    tmp = tmp_path_factory.mktemp("idnode")
-    proc = Proc(
-        [*EDGEGW, "simulate", "--idnode", "--port", str(port), "--user", "ops:pw", "--prefix", P],
-        tmp / "node.log",
-    )
-    wait_port(port, 20)
-    yield f"http://127.0.0.1:{port}"
-    proc.stop()
 
 
 def post(url: str, path: str, body: Any, token: str | None = None, method: str = "POST") -> dict[str, Any]:
