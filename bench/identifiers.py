@@ -18,13 +18,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from edgegw.gateway.durable_queue import DurableQueue
+from edgegw.identifier.client import SnmsClient
+from edgegw.identifier.registrar import Registrar
+from edgegw.identifier.rules import STREAM, Firing, RuleSet
+from edgegw.identifier.templates import Value
 from plant import EDGEGW, ROOT, Proc, free_port, wait_port
-
-from gateway.durable_queue import DurableQueue
-from identifier.client import SnmsClient
-from identifier.registrar import Registrar
-from identifier.rules import STREAM, Firing, RuleSet
-from identifier.templates import Value
 
 PREFIX = "88.118.8"
 

@@ -141,7 +141,7 @@ def main() -> None:
         "--poll-interval", default="1ms", help="gateway poll interval in poll mode (1ms: as fast as it can)"
     )
     args = ap.parse_args()
-    from gateway.config.types import parse_duration
+    from edgegw.gateway.config.types import parse_duration
 
     interval_ms = parse_duration(args.interval) * 1000
     with tempfile.TemporaryDirectory(prefix="edgegw-bench-opcua-") as t:

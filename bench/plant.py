@@ -138,7 +138,7 @@ def window_percentiles(before: list[tuple[float, float]], after: list[tuple[floa
 
 
 def seconds(d: str) -> float:
-    from gateway.config.types import parse_duration
+    from edgegw.gateway.config.types import parse_duration
 
     return parse_duration(d)
 

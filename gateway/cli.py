@@ -25,7 +25,7 @@ def _load(path: str):  # type: ignore[no-untyped-def]
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from drivers.modbus.planner import RegisterSpan, plan_reads
+    from edgegw.drivers.modbus.planner import RegisterSpan, plan_reads
 
     from .config.schema import ModbusRtuDevice, ModbusTcpDevice
 
@@ -67,7 +67,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _width(e) -> int:  # type: ignore[no-untyped-def]
-    from drivers.modbus.address import width_of
+    from edgegw.drivers.modbus.address import width_of
 
     return width_of(e.type, e.length)
 
@@ -137,7 +137,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     import logging
     from pathlib import Path
 
-    from simulators import runner
+    from edgegw.simulators import runner
 
     from . import logs
 

@@ -291,7 +291,7 @@ def _node(loaded: LoadedConfig, timeout: float) -> list[Verdict]:
     ident = loaded.config.identifier
     if ident is None:
         return []
-    from identifier.client import NotFound, from_settings
+    from edgegw.identifier.client import NotFound, from_settings
 
     node = ident.node
     probe = f"{node.prefix}/edgegw-doctor-probe"

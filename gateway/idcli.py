@@ -10,11 +10,10 @@ import sys
 from typing import Any
 
 import httpx
-
-from identifier.client import NodeClient, NodeError, Registration, from_settings
-from identifier.rules import STREAM
-from identifier.syntax import IdentifierError, parse
-from identifier.templates import Value
+from edgegw.identifier.client import NodeClient, NodeError, Registration, from_settings
+from edgegw.identifier.rules import STREAM
+from edgegw.identifier.syntax import IdentifierError, parse
+from edgegw.identifier.templates import Value
 
 
 def _fail(msg: str, code: int) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
+from edgegw.drivers.base import LatencyHistogram
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -19,8 +20,6 @@ from prometheus_client.core import (
     InfoMetricFamily,
     Metric,
 )
-
-from drivers.base import LatencyHistogram
 
 from . import __version__
 

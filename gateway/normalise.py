@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from drivers.base import ABSENT, PointError, Uncertain
+from edgegw.drivers.base import ABSENT, PointError, Uncertain
 
 from .dictionary import DictionaryEntry
 

@@ -13,12 +13,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from drivers.base import DeviceUnreachable
-from drivers.opcua import pki
-from drivers.opcua.browse import Variable, walk
-from drivers.opcua.driver import MODES, POLICIES, OpcuaDriver, Security
-from drivers.opcua.nodes import NodeSyntaxError, parse_node
-from drivers.opcua.values import TYPE_OF_VARIANT
+from edgegw.drivers.base import DeviceUnreachable
+from edgegw.drivers.opcua import pki
+from edgegw.drivers.opcua.browse import Variable, walk
+from edgegw.drivers.opcua.driver import MODES, POLICIES, OpcuaDriver, Security
+from edgegw.drivers.opcua.nodes import NodeSyntaxError, parse_node
+from edgegw.drivers.opcua.values import TYPE_OF_VARIANT
 
 from .config.units import UNECE_REC20
 

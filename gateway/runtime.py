@@ -19,10 +19,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from drivers.base import WriteFailed
-from identifier.client import from_settings
-from identifier.registrar import Registrar
-from identifier.rules import RuleSet, engineering
+from edgegw.drivers.base import WriteFailed
+from edgegw.identifier.client import from_settings
+from edgegw.identifier.registrar import Registrar
+from edgegw.identifier.rules import RuleSet, engineering
 
 from . import __version__, logs, systemd
 from .config import ConfigError, LoadedConfig, load_config

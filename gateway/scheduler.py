@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from drivers.base import DeviceUnreachable, Driver, LatencyHistogram
+from edgegw.drivers.base import DeviceUnreachable, Driver, LatencyHistogram
 
 from .logs import RateLimited, event
 from .normalise import Normaliser, Reading, Sample

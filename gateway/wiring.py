@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from drivers.base import Driver
-from drivers.modbus.codec import RegisterPoint
-from drivers.modbus.rtu import ModbusRtuDriver, SerialBus
-from drivers.modbus.tcp import ModbusTcpDriver
-from drivers.opcua.driver import OpcuaDriver, OpcuaPoint, Security, SubscriptionSettings, UserCertificate
-from drivers.opcua.pki import Pki, application_uri
-from drivers.serial.driver import SerialLineDriver
-from drivers.serial.framing import Framer
-from drivers.serial.lines import LineParser
-from drivers.serial.port import unescape
+from edgegw.drivers.base import Driver
+from edgegw.drivers.modbus.codec import RegisterPoint
+from edgegw.drivers.modbus.rtu import ModbusRtuDriver, SerialBus
+from edgegw.drivers.modbus.tcp import ModbusTcpDriver
+from edgegw.drivers.opcua.driver import (
+    OpcuaDriver,
+    OpcuaPoint,
+    Security,
+    SubscriptionSettings,
+    UserCertificate,
+)
+from edgegw.drivers.opcua.pki import Pki, application_uri
+from edgegw.drivers.serial.driver import SerialLineDriver
+from edgegw.drivers.serial.framing import Framer
+from edgegw.drivers.serial.lines import LineParser
+from edgegw.drivers.serial.port import unescape
 
 from .config import LoadedConfig
 from .config.checks import ResolvedDevice

@@ -19,7 +19,7 @@ from decimal import Decimal
 from fractions import Fraction
 from functools import lru_cache
 
-from drivers.base import INT_LIMITS, WriteFailed, WriteTimeout
+from edgegw.drivers.base import INT_LIMITS, WriteFailed, WriteTimeout
 
 from .dictionary import DictionaryEntry
 

@@ -41,10 +41,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from gateway.config.schema import IdentifierRule
-from gateway.durable_queue import DurableQueue
-from gateway.logs import RateLimited, event, report_crash, supervise
-from gateway.normalise import Reading
+from edgegw.gateway.config.schema import IdentifierRule
+from edgegw.gateway.durable_queue import DurableQueue
+from edgegw.gateway.logs import RateLimited, event, report_crash, supervise
+from edgegw.gateway.normalise import Reading
 
 from .client import (
     Exists,

@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.config.schema import GatewayConfig, IdentifierRule
-from gateway.normalise import Reading
+from edgegw.gateway.config.schema import GatewayConfig, IdentifierRule
+from edgegw.gateway.normalise import Reading
 
 from .syntax import IdentifierError, parse
 from .templates import RESERVED, Value

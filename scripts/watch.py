@@ -9,9 +9,8 @@ import json
 import time
 
 import paho.mqtt.client as paho
+from edgegw.gateway.config.units import unit_symbol
 from paho.mqtt.enums import CallbackAPIVersion
-
-from gateway.config.units import unit_symbol
 
 meta: dict[str, dict] = {}
 

@@ -33,11 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from edgegw.identifier.syntax import IdentifierError, parse
+from edgegw.identifier.templates import Template, Value, value_problems
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-
-from identifier.syntax import IdentifierError, parse
-from identifier.templates import Template, Value, value_problems
 
 BATCH_MAX = 2000
 

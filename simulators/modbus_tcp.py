@@ -20,14 +20,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgegw.drivers.modbus.address import BIT_AREAS
+from edgegw.drivers.modbus.codec import BlockDecoder, RegisterPoint, encode_value
+from edgegw.gateway.dictionary import DictionaryEntry
+from edgegw.gateway.writeback import raw_value
 from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
-
-from drivers.modbus.address import BIT_AREAS
-from drivers.modbus.codec import BlockDecoder, RegisterPoint, encode_value
-from gateway.dictionary import DictionaryEntry
-from gateway.writeback import raw_value
 
 from .values import ValueGenerator
 

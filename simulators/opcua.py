@@ -30,13 +30,12 @@ from typing import Any
 from asyncua import Server, ua
 from asyncua.crypto import uacrypto
 from asyncua.crypto.permission_rules import User, UserRole
-
-from drivers.opcua import pki
-from drivers.opcua.nodes import parse_node
-from drivers.opcua.values import VARIANT_TYPES
-from gateway.config.units import UNECE_REC20
-from gateway.dictionary import DictionaryEntry
-from gateway.writeback import raw_value
+from edgegw.drivers.opcua import pki
+from edgegw.drivers.opcua.nodes import parse_node
+from edgegw.drivers.opcua.values import VARIANT_TYPES
+from edgegw.gateway.config.units import UNECE_REC20
+from edgegw.gateway.dictionary import DictionaryEntry
+from edgegw.gateway.writeback import raw_value
 
 from .modbus_tcp import Fault
 from .values import HeldValues

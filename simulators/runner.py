@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from edgegw.gateway.config import LoadedConfig
+from edgegw.gateway.config.schema import ModbusRtuDevice, ModbusTcpDevice, OpcuaDevice, SerialDevice
+from edgegw.gateway.wiring import register_points
 from pydantic import BaseModel, Field
-
-from gateway.config import LoadedConfig
-from gateway.config.schema import ModbusRtuDevice, ModbusTcpDevice, OpcuaDevice, SerialDevice
-from gateway.wiring import register_points
 
 from .modbus_rtu import ModbusRtuSimulator, OnPty
 from .modbus_tcp import FAULTS, Fault, ModbusTcpSimulator, SimulatedDevice, SimulatedPoint

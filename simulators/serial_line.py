@@ -27,10 +27,10 @@ import re._parser as sre  # the standard library's regex parser: to print lines 
 from dataclasses import dataclass, field
 from typing import Any
 
-from drivers.serial.port import unescape
-from gateway.config.schema import SerialDevice
-from gateway.dictionary import DictionaryEntry
-from gateway.writeback import raw_value
+from edgegw.drivers.serial.port import unescape
+from edgegw.gateway.config.schema import SerialDevice
+from edgegw.gateway.dictionary import DictionaryEntry
+from edgegw.gateway.writeback import raw_value
 
 from .modbus_rtu import OnPty, PtyPair
 from .modbus_tcp import Fault

@@ -11,7 +11,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 
-from gateway.dictionary import DictionaryEntry
+from edgegw.gateway.dictionary import DictionaryEntry
 
 _INT_TYPES = {"int16", "uint16", "int32", "uint32", "int64", "uint64"}
 _UNSIGNED_MAX = {"uint16": 65535, "uint32": 2**32 - 1, "uint64": 2**64 - 1}

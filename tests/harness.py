@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
+from edgegw.identifier.templates import Value
 from paho.mqtt.enums import CallbackAPIVersion
 
-from identifier.templates import Value
-
 ROOT = Path(__file__).resolve().parent.parent
-EDGEGW = [sys.executable, "-m", "gateway.cli"]
+EDGEGW = [sys.executable, "-m", "edgegw.gateway.cli"]
 
 
 def free_port() -> int:

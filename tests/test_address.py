@@ -1,6 +1,5 @@
 import pytest
-
-from drivers.modbus.address import AddressError, ModbusAddress, parse_address
+from edgegw.drivers.modbus.address import AddressError, ModbusAddress, parse_address
 
 
 @pytest.mark.parametrize(

@@ -29,10 +29,9 @@ from typing import Any
 
 import httpx
 import pytest
+from edgegw.gateway.config.schema import ApiSettings
+from edgegw.gateway.durable_queue import _SCHEMA
 from harness import EDGEGW, Proc, free_port, wait_for, wait_port
-
-from gateway.config.schema import ApiSettings
-from gateway.durable_queue import _SCHEMA
 
 TOKEN = "h4rdening-t0ken"
 PREFIX = "88.118.8"

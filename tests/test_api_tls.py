@@ -81,7 +81,7 @@ def test_api_port_taken_is_a_clear_error(tmp_path) -> None:  # type: ignore[no-u
         port = taken.getsockname()[1]
         cfg = _config(tmp_path, free_port(), f"api: {{listen: '127.0.0.1:{port}'}}\n")
         out = subprocess.run(
-            [sys.executable, "-m", "gateway.cli", "run", "-c", str(cfg)],
+            [sys.executable, "-m", "edgegw.gateway.cli", "run", "-c", str(cfg)],
             capture_output=True,
             text=True,
             timeout=30,

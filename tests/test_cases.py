@@ -11,13 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from drivers.modbus.address import BIT_AREAS, parse_address
-from drivers.modbus.codec import BlockDecoder
-from drivers.modbus.tcp import ModbusTcpDriver
-from gateway.config import load_config
-from gateway.normalise import Normaliser
-from gateway.wiring import build_driver
+from edgegw.drivers.modbus.address import BIT_AREAS, parse_address
+from edgegw.drivers.modbus.codec import BlockDecoder
+from edgegw.drivers.modbus.tcp import ModbusTcpDriver
+from edgegw.gateway.config import load_config
+from edgegw.gateway.normalise import Normaliser
+from edgegw.gateway.wiring import build_driver
 
 CASES = Path(__file__).parent / "cases"
 ERROR_CASES = sorted(p.parent.name for p in CASES.glob("*/error.txt"))
@@ -29,7 +28,7 @@ def test_config_error_case(name: str) -> None:
     case = CASES / name
     env = {k: v for k, v in os.environ.items() if k != "EDGEGW_TEST_UNSET_VARIABLE"}
     result = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "validate", "-c", "config.yaml"],
+        [sys.executable, "-m", "edgegw.gateway.cli", "validate", "-c", "config.yaml"],
         cwd=case,
         capture_output=True,
         text=True,

@@ -4,10 +4,9 @@ import math
 import struct
 
 import pytest
+from edgegw.drivers.modbus.codec import BlockDecoder, RegisterPoint, encode_value
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from drivers.modbus.codec import BlockDecoder, RegisterPoint, encode_value
 
 # 123.456 as float32 is 0x42F6E979: bytes A=42 B=F6 C=E9 D=79
 F32 = {

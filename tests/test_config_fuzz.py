@@ -41,9 +41,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import yaml
-
-from gateway.config import ConfigError, load_config
-from gateway.config import source as config_source
+from edgegw.gateway.config import ConfigError, load_config
+from edgegw.gateway.config import source as config_source
 
 ROOT = Path(__file__).resolve().parent.parent
 MUTANTS = int(os.environ.get("EDGEGW_FUZZ_MUTANTS", "400"))
@@ -633,7 +632,7 @@ def run_in_process(config: Path, timeout: float = TIMEOUT) -> Outcome:
 
 def run_cli(config: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "validate", "-c", config.name],
+        [sys.executable, "-m", "edgegw.gateway.cli", "validate", "-c", config.name],
         cwd=config.parent,
         env=ENV,
         stdout=subprocess.PIPE,

@@ -6,8 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from gateway.config import load_config
+from edgegw.gateway.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = sorted(p for p in (ROOT / "configs").glob("*.yaml"))
@@ -28,7 +27,7 @@ def test_model_files_are_included_and_used():
 
 def test_schema_command_prints_json_schema():
     out = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "schema"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "edgegw.gateway.cli", "schema"], capture_output=True, text=True, check=True
     )
     schema = json.loads(out.stdout)
     assert schema["title"] == "edgegw config"
@@ -45,7 +44,7 @@ def test_schema_command_prints_json_schema():
 
 def test_validate_summary(tmp_path: Path):
     out = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "validate", "-c", str(ROOT / "configs" / "demo.yaml")],
+        [sys.executable, "-m", "edgegw.gateway.cli", "validate", "-c", str(ROOT / "configs" / "demo.yaml")],
         capture_output=True,
         text=True,
     )
@@ -65,7 +64,7 @@ def test_env_substitution_and_missing_file(tmp_path: Path):
     loaded = load_config(cfg, env={"PLC_HOST": "10.0.0.7"})
     assert loaded.config.devices[0].connection.host == "10.0.0.7"
     out = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "validate", "-c", str(tmp_path / "nope.yaml")],
+        [sys.executable, "-m", "edgegw.gateway.cli", "validate", "-c", str(tmp_path / "nope.yaml")],
         capture_output=True,
         text=True,
     )
@@ -73,7 +72,7 @@ def test_env_substitution_and_missing_file(tmp_path: Path):
 
 
 def test_config_reference_matches_the_schema():
-    from gateway.config.reference import render
+    from edgegw.gateway.config.reference import render
 
     committed = (ROOT / "docs" / "config-reference.md").read_text()
-    assert committed == render(), "docs/config-reference.md is stale: python -m gateway.config.reference"
+    assert committed == render(), "docs/config-reference.md is stale: python -m edgegw.gateway.config.reference"

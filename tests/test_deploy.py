@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from gateway.config import load_config
+from edgegw.gateway.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

@@ -15,7 +15,7 @@ KEEP_USER = "user root\n" if os.geteuid() == 0 else ""
 
 def doctor(cfg: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "doctor", "-c", str(cfg), "--timeout", "2"],
+        [sys.executable, "-m", "edgegw.gateway.cli", "doctor", "-c", str(cfg), "--timeout", "2"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from gateway.durable_queue import ROW_OVERHEAD, DurableQueue
+from edgegw.gateway.durable_queue import ROW_OVERHEAD, DurableQueue
 
 
 def test_messages_and_sequences_survive_reopen(tmp_path: Path):

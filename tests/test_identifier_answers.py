@@ -18,13 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import EDGEGW, GOOD, ROOT, P, wait_for
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-
-from gateway.config.schema import IdentifierRule, PointRef, RuleValue
-from gateway.durable_queue import DurableQueue
-from identifier.client import (
+from edgegw.gateway.config.schema import IdentifierRule, PointRef, RuleValue
+from edgegw.gateway.durable_queue import DurableQueue
+from edgegw.identifier.client import (
     ANSWER_MAX,
     Exists,
     HandleClient,
@@ -37,9 +33,12 @@ from identifier.client import (
     Transient,
     Unauthorised,
 )
-from identifier.registrar import Registrar
-from identifier.rules import RuleSet
-from identifier.templates import Template, TemplateItem, Value
+from edgegw.identifier.registrar import Registrar
+from edgegw.identifier.rules import RuleSet
+from edgegw.identifier.templates import Template, TemplateItem, Value
+from harness import EDGEGW, GOOD, ROOT, P, wait_for
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 REG = Registration(f"{P}/SN-1", "1.0", GOOD)
 REG2 = Registration(f"{P}/SN-2", "1.0", GOOD)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import string
 
 import pytest
+from edgegw.identifier.syntax import IdentifierError, parse
 from hypothesis import given
 from hypothesis import strategies as st
-
-from identifier.syntax import IdentifierError, parse
 
 SUFFIX_CHARS = string.ascii_letters + string.digits + "-_.:"
 prefixes = (

@@ -7,10 +7,17 @@ from typing import Any
 
 import httpx
 import pytest
+from edgegw.identifier.client import (
+    Exists,
+    HandleClient,
+    NotFound,
+    Registration,
+    Rejected,
+    SnmsClient,
+    Transient,
+)
+from edgegw.identifier.templates import Template, TemplateItem, Value
 from harness import GOOD, ROOT, P
-
-from identifier.client import Exists, HandleClient, NotFound, Registration, Rejected, SnmsClient, Transient
-from identifier.templates import Template, TemplateItem, Value
 
 
 def post(url: str, path: str, body: Any, token: str | None = None, method: str = "POST") -> dict[str, Any]:

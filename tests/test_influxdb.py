@@ -7,11 +7,10 @@ from __future__ import annotations
 import time
 
 from api_plant import ApiPlant
+from edgegw.gateway.dictionary import DictionaryEntry
+from edgegw.gateway.normalise import Reading, Sample
+from edgegw.gateway.sinks.influxdb import DeviceLines, field_kind
 from harness import wait_for
-
-from gateway.dictionary import DictionaryEntry
-from gateway.normalise import Reading, Sample
-from gateway.sinks.influxdb import DeviceLines, field_kind
 
 
 def _stored(p: ApiPlant, metric: str, device: str) -> dict[int, float]:

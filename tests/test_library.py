@@ -8,9 +8,8 @@ import re
 from pathlib import Path
 
 import yaml
+from edgegw.gateway.config import load_config
 from harness import EDGEGW, Proc, Subscriber, free_port, start_mosquitto, wait_for
-
-from gateway.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = ROOT / "configs" / "models"

@@ -15,14 +15,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-
-from drivers.base import DeviceUnreachable, PointError, WriteFailed
-from drivers.modbus.codec import RegisterPoint
-from drivers.modbus.tcp import ModbusTcpDriver
-from gateway.dictionary import DictionaryEntry
-from gateway.normalise import Normaliser, Sample
-from gateway.scheduler import DeviceRunner, PollGroup
-from gateway.writeback import write_error
+from edgegw.drivers.base import DeviceUnreachable, PointError, WriteFailed
+from edgegw.drivers.modbus.codec import RegisterPoint
+from edgegw.drivers.modbus.tcp import ModbusTcpDriver
+from edgegw.gateway.dictionary import DictionaryEntry
+from edgegw.gateway.normalise import Normaliser, Sample
+from edgegw.gateway.scheduler import DeviceRunner, PollGroup
+from edgegw.gateway.writeback import write_error
 
 TIMEOUT = 2.0
 

@@ -1,6 +1,6 @@
-from drivers.base import PointError
-from gateway.dictionary import DictionaryEntry
-from gateway.normalise import Normaliser
+from edgegw.drivers.base import PointError
+from edgegw.gateway.dictionary import DictionaryEntry
+from edgegw.gateway.normalise import Normaliser
 
 
 def entries():

@@ -9,9 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from edgegw.drivers.opcua import pki
 from harness import SimPlant, free_port, seq_report, wait_for
-
-from drivers.opcua import pki
 
 
 class Cell(SimPlant):

@@ -28,10 +28,9 @@ import pytest
 from asyncua import Server, ua
 from asyncua.crypto import uacrypto
 from asyncua.crypto.permission_rules import User, UserRole
+from edgegw.drivers.opcua import pki
+from edgegw.gateway.config import load_config
 from harness import EDGEGW, ROOT, Proc, Subscriber, free_port, start_mosquitto, wait_for, wait_port
-
-from drivers.opcua import pki
-from gateway.config import load_config
 
 NS_URI = "urn:test:press"
 

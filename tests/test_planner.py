@@ -2,10 +2,9 @@
 
 import itertools
 
+from edgegw.drivers.modbus.planner import RegisterSpan, plan_reads
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from drivers.modbus.planner import RegisterSpan, plan_reads
 
 AREAS = ["hr", "ir", "co", "di"]
 

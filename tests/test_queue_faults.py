@@ -11,11 +11,10 @@ import sys
 import time
 from pathlib import Path
 
+import edgegw.gateway.durable_queue as dq
 import pytest
-
-import gateway.durable_queue as dq
-from gateway.durable_queue import DurableQueue, QueueUnavailable
-from gateway.sequences import BLOCK, FILE
+from edgegw.gateway.durable_queue import DurableQueue, QueueUnavailable
+from edgegw.gateway.sequences import BLOCK, FILE
 
 
 def _fill_until_commit_fails(q: DurableQueue, fs) -> int:  # type: ignore[no-untyped-def]

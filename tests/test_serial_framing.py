@@ -4,13 +4,12 @@ reported by kind and never comes out as one."""
 
 from __future__ import annotations
 
+from edgegw.drivers.base import ABSENT, PointError
+from edgegw.drivers.serial.framing import Framer
+from edgegw.drivers.serial.lines import FrameRejected, LineParser, convert
+from edgegw.drivers.serial.port import unescape
 from hypothesis import given
 from hypothesis import strategies as st
-
-from drivers.base import ABSENT, PointError
-from drivers.serial.framing import Framer
-from drivers.serial.lines import FrameRejected, LineParser, convert
-from drivers.serial.port import unescape
 
 
 def run(framer: Framer, chunks: list[bytes]) -> tuple[list[bytes], list[str]]:

@@ -7,8 +7,7 @@ import asyncio
 import logging
 
 import pytest
-
-from gateway import logs
+from edgegw.gateway import logs
 
 
 def test_a_failing_task_is_reported_and_restarted(caplog: pytest.LogCaptureFixture) -> None:

@@ -11,19 +11,18 @@ from typing import Any
 
 import pytest
 from asyncua import Server, ua
+from edgegw.drivers.base import INT_LIMITS, WriteFailed
+from edgegw.drivers.modbus.codec import BlockDecoder, RegisterPoint, encode_value
+from edgegw.drivers.modbus.tcp import ModbusTcpDriver
+from edgegw.drivers.opcua.driver import OpcuaDriver, OpcuaPoint
+from edgegw.drivers.opcua.values import variant
+from edgegw.gateway.dictionary import DictionaryEntry
+from edgegw.gateway.writeback import CheckedWrite, WriteRejected, check_write
 from harness import free_port
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
-
-from drivers.base import INT_LIMITS, WriteFailed
-from drivers.modbus.codec import BlockDecoder, RegisterPoint, encode_value
-from drivers.modbus.tcp import ModbusTcpDriver
-from drivers.opcua.driver import OpcuaDriver, OpcuaPoint
-from drivers.opcua.values import variant
-from gateway.dictionary import DictionaryEntry
-from gateway.writeback import CheckedWrite, WriteRejected, check_write
 
 BEYOND_FLOAT = 9007199254740993  # 2**53 + 1: the nearest float is 2**53
 

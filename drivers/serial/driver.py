@@ -22,8 +22,7 @@ from collections import deque
 from typing import Any
 
 import serial
-
-from gateway.logs import RateLimited
+from edgegw.gateway.logs import RateLimited
 
 from ..base import DeviceUnreachable, LatencyHistogram, WriteFailed
 from .framing import Framer, Problem

@@ -19,15 +19,14 @@ from importlib import resources
 from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
+from edgegw.identifier.client import NotFound, Rejected, Transient
+from edgegw.identifier.syntax import IdentifierError, parse
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
-
-from identifier.client import NotFound, Rejected, Transient
-from identifier.syntax import IdentifierError, parse
 
 from .. import __version__
 from ..logs import event

@@ -7,7 +7,7 @@ import sqlite3
 import time
 from typing import TYPE_CHECKING, Any
 
-from identifier.rules import STREAM as IDENTIFIER_STREAM
+from edgegw.identifier.rules import STREAM as IDENTIFIER_STREAM
 
 from .. import __version__
 from ..config.units import UNECE_REC20

@@ -10,7 +10,7 @@ import difflib
 import re
 from dataclasses import dataclass
 
-from drivers.modbus.address import (
+from edgegw.drivers.modbus.address import (
     AREA_NAMES,
     BIT_AREAS,
     READ_ONLY_AREAS,
@@ -19,9 +19,9 @@ from drivers.modbus.address import (
     parse_address,
     width_of,
 )
-from drivers.modbus.planner import PlanError, RegisterSpan, plan_reads
-from drivers.opcua.nodes import NodeSyntaxError, parse_node
-from drivers.serial.port import unescape
+from edgegw.drivers.modbus.planner import PlanError, RegisterSpan, plan_reads
+from edgegw.drivers.opcua.nodes import NodeSyntaxError, parse_node
+from edgegw.drivers.serial.port import unescape
 
 from ..dictionary import DictionaryEntry, merge_points
 from .schema import Device, GatewayConfig, ModbusRtuDevice, ModbusTcpDevice, OpcuaDevice, SerialDevice
@@ -114,7 +114,7 @@ def check(
                 problems.append((("models", model_id, "points", j, "unit"), _unit_message(p.unit)))
     # unit problems of model points are reported once per model, not per device
     problems = _dedupe(problems)
-    from identifier.rules import check_rules
+    from edgegw.identifier.rules import check_rules
 
     known: dict[str, set[str] | None] = {d.id: None for _, d in devices}  # None: not checkable
     by_index = dict(devices)  # r.index is the device's place in the file, not in `devices`

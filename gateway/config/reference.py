@@ -84,7 +84,7 @@ def render() -> str:
     out = [
         "# Config reference",
         "",
-        "Generated from the schema by `python -m gateway.config.reference`; `edgegw schema` prints",
+        "Generated from the schema by `python -m edgegw.gateway.config.reference`; `edgegw schema` prints",
         "the same schema as JSON Schema for editors. Durations are strings such as `500ms`, `1s`,",
         "`5m`; sizes such as `512MiB`. `${NAME}` is replaced by the environment variable NAME.",
         "",

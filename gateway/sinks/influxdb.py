@@ -29,11 +29,10 @@ import time
 import zlib
 from typing import Any
 
+from edgegw.drivers.base import INT_LIMITS
 from influxdb_client import InfluxDBClient, WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.rest import ApiException
-
-from drivers.base import INT_LIMITS
 
 from ..config.schema import InfluxSettings
 from ..dictionary import DictionaryEntry, visible

@@ -39,9 +39,8 @@ from typing import Any
 
 import orjson
 import paho.mqtt.client as paho
+from edgegw.drivers.base import LatencyHistogram
 from paho.mqtt.enums import CallbackAPIVersion
-
-from drivers.base import LatencyHistogram
 
 from .. import __version__
 from ..config.schema import MqttSettings
