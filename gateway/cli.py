@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     idcli.add_parser(sub, cmd_id)
 
-    from . import opcuacli
+    from edgegw.drivers.opcua import commands as opcuacli
 
     opcuacli.add_parsers(sub, _load)
 

@@ -10,15 +10,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from edgegw.drivers.modbus.simulator import FAULTS, ModbusTcpSimulator, SimulatedDevice, SimulatedPoint
+from edgegw.drivers.modbus.simulator_rtu import ModbusRtuSimulator
+from edgegw.drivers.opcua.simulator import OpcuaSimDevice, OpcuaSimulator, ServerSecurity
+from edgegw.drivers.serial.simulator import SERIAL_FAULTS, LineInstrumentSimulator, PatternError
 from edgegw.gateway.config import LoadedConfig
 from edgegw.gateway.config.schema import ModbusRtuDevice, ModbusTcpDevice, OpcuaDevice, SerialDevice
 from edgegw.gateway.wiring import register_points
 from pydantic import BaseModel, Field
 
-from .modbus_rtu import ModbusRtuSimulator, OnPty
-from .modbus_tcp import FAULTS, Fault, ModbusTcpSimulator, SimulatedDevice, SimulatedPoint
-from .opcua import OpcuaSimDevice, OpcuaSimulator, ServerSecurity
-from .serial_line import SERIAL_FAULTS, LineInstrumentSimulator, PatternError
+from .faults import Fault, OnPty
 from .values import ValueGenerator
 
 # a Modbus TCP port, an RTU bus or a line-protocol instrument

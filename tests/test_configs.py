@@ -75,4 +75,6 @@ def test_config_reference_matches_the_schema():
     from edgegw.gateway.config.reference import render
 
     committed = (ROOT / "docs" / "config-reference.md").read_text()
-    assert committed == render(), "docs/config-reference.md is stale: python -m edgegw.gateway.config.reference"
+    assert committed == render(), (
+        "docs/config-reference.md is stale: python -m edgegw.gateway.config.reference"
+    )

@@ -31,10 +31,8 @@ from edgegw.drivers.serial.port import unescape
 from edgegw.gateway.config.schema import SerialDevice
 from edgegw.gateway.dictionary import DictionaryEntry
 from edgegw.gateway.writeback import raw_value
-
-from .modbus_rtu import OnPty, PtyPair
-from .modbus_tcp import Fault
-from .values import HeldValues, ValueGenerator
+from edgegw.simulators.faults import Fault, OnPty, PtyPair
+from edgegw.simulators.values import HeldValues, ValueGenerator
 
 log = logging.getLogger("edgegw.simulate")
 

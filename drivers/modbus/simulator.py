@@ -24,23 +24,16 @@ from edgegw.drivers.modbus.address import BIT_AREAS
 from edgegw.drivers.modbus.codec import BlockDecoder, RegisterPoint, encode_value
 from edgegw.gateway.dictionary import DictionaryEntry
 from edgegw.gateway.writeback import raw_value
+from edgegw.simulators.faults import Fault
+from edgegw.simulators.values import ValueGenerator
 from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
-
-from .values import ValueGenerator
 
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
 _FC_AREA = {1: "co", 5: "co", 15: "co", 2: "di", 3: "hr", 6: "hr", 16: "hr", 22: "hr", 23: "hr", 4: "ir"}
 FAULTS = ("none", "silent", "exception", "drop", "slow", "garbage", "partial", "crc")
-
-
-@dataclass
-class Fault:
-    mode: str = "none"
-    code: int = 4
-    delay: float = 2.0
 
 
 @dataclass

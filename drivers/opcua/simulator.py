@@ -36,9 +36,8 @@ from edgegw.drivers.opcua.values import VARIANT_TYPES
 from edgegw.gateway.config.units import UNECE_REC20
 from edgegw.gateway.dictionary import DictionaryEntry
 from edgegw.gateway.writeback import raw_value
-
-from .modbus_tcp import Fault
-from .values import HeldValues
+from edgegw.simulators.faults import Fault
+from edgegw.simulators.values import HeldValues
 
 for noisy in ("asyncua", "asyncua.server", "asyncua.common"):
     logging.getLogger(noisy).setLevel(logging.CRITICAL)

@@ -19,8 +19,7 @@ from edgegw.drivers.opcua.browse import Variable, walk
 from edgegw.drivers.opcua.driver import MODES, POLICIES, OpcuaDriver, Security
 from edgegw.drivers.opcua.nodes import NodeSyntaxError, parse_node
 from edgegw.drivers.opcua.values import TYPE_OF_VARIANT
-
-from .config.units import UNECE_REC20
+from edgegw.gateway.config.units import UNECE_REC20
 
 
 def _fail(msg: str, code: int) -> int:
