@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Protocol
 
 # the value range of each integer type of the dictionary
@@ -88,9 +90,18 @@ ABSENT = PointError("not in this frame")
 
 
 class Driver(Protocol):
+    """A device's driver as the scheduler, the metrics and the API see it. The members after
+    the counters have defaults in `DriverBase`, which every driver of this repo extends."""
+
     latency: LatencyHistogram  # round trip of each request to the device
     request_count: int
     error_count: int
+    timeout: float  # seconds one request may take; a write is given twice that, plus a second
+    # per point, the device's own timestamp of the last value read (OPC UA SourceTimestamp),
+    # in configuration order; None: the device gives none and the gateway's time is used
+    source_ts: list[int | None] | None
+    frame_errors: Mapping[str, int]  # malformed frames by kind (line protocols); empty if none
+    stream: bool  # True: the device sends on its own and the driver is a StreamDriver
 
     async def connect(self) -> None: ...
 
@@ -106,3 +117,25 @@ class Driver(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class StreamDriver(Driver, Protocol):
+    """A driver whose device sends when it has something (`stream` is True): a line-protocol
+    instrument, an OPC UA subscription. The scheduler takes samples instead of polling."""
+
+    idle_timeout: float | None  # no sample this long means offline; None: silence is normal
+
+    async def next_sample(self, timeout: float | None) -> tuple[list[object], int] | None:
+        """The next values (as `read` returns them) and the time they arrived (ms since the
+        epoch), or None when `timeout` passed without one."""
+        ...
+
+
+class DriverBase:
+    """The defaults of the Driver contract's members that not every protocol has."""
+
+    timeout: float = 2.0
+    source_ts: list[int | None] | None = None
+    frame_errors: Mapping[str, int] = MappingProxyType({})
+    stream: bool = False
+    idle_timeout: float | None = None

@@ -25,30 +25,23 @@ def _load(path: str):  # type: ignore[no-untyped-def]
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from edgegw.drivers.modbus.planner import RegisterSpan, plan_reads
-
-    from .config.schema import ModbusRtuDevice, ModbusTcpDevice
+    from edgegw.drivers.registry import plugin_for
 
     loaded = _load(args.config)
     cfg = loaded.config
-    protocols: Counter[str] = Counter()
-    points = requests = 0
+    for warning in loaded.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    points = 0
+    requests: Counter[tuple[str, str]] = Counter()
     rows = []
     for resolved in loaded.devices:
         dev = cfg.devices[resolved.index]
-        protocols[dev.protocol] += 1
+        plugin = plugin_for(dev.protocol)
         points += len(resolved.points)
         n_req = ""
-        if isinstance(dev, ModbusTcpDevice | ModbusRtuDevice):
-            spans = [
-                RegisterSpan(
-                    a.area, a.offset, 1 if a.area in ("co", "di") or a.bit is not None else _width(e)
-                )
-                for e in resolved.points
-                if (a := resolved.addresses.get(e.id))
-            ]
-            n = len(plan_reads(spans, dev.planner.max_registers, dev.planner.max_bits, dev.planner.max_gap))
-            requests += n
+        n = plugin.requests_per_poll(dev, resolved.points, resolved.plan)
+        if n is not None:
+            requests[plugin.name, plugin.summary_unit] += n
             n_req = f"{n} request{'s' if n != 1 else ''}/poll"
         rows.append(
             (dev.id, dev.protocol, dev.model or "-", len(resolved.points), f"{dev.poll.interval:g}s", n_req)
@@ -61,15 +54,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print("  " + "  ".join(str(v).ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
         if len(rows) > 40:
             print(f"  … and {len(rows) - 40} more devices")
-    if requests:
-        print(f"modbus: {requests} read requests per poll cycle")
+    for (name, unit), n in requests.items():
+        if n:
+            print(f"{name}: {n} {unit} per poll cycle")
     return 0
-
-
-def _width(e) -> int:  # type: ignore[no-untyped-def]
-    from edgegw.drivers.modbus.address import width_of
-
-    return width_of(e.type, e.length)
 
 
 def cmd_schema(_args: argparse.Namespace) -> int:
@@ -197,9 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     idcli.add_parser(sub, cmd_id)
 
-    from edgegw.drivers.opcua import commands as opcuacli
+    from edgegw.drivers.registry import plugins
 
-    opcuacli.add_parsers(sub, _load)
+    for plugin in plugins():  # protocol commands: browse and certs (OPC UA)
+        plugin.add_commands(sub, _load)
 
     dr = sub.add_parser(
         "doctor", help="check a deployment: config, ports, serial permissions, broker, node, disk, clock"

@@ -9,10 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .config.schema import DeviceBase, Model, PointFields
+from .config.source import Path_
 
-Path_ = tuple[str | int, ...]
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from .config.base import DeviceBase, Model, PointBase
 
 DEFAULTS = {
     "scale": 1.0,
@@ -41,8 +43,9 @@ class DictionaryEntry:
     classification: str = "general"
     length: int | None = None
     byte_order: str | None = None
-    modbus: str | int | None = None
-    opcua: str | None = None
+    # the point's address for its device's protocol (the plugin's address model: `modbus:`,
+    # `opcua:` …), None for protocols without one; where("address") is where it was written
+    address: BaseModel | None = None
     # where each field was written, for errors that name FILE:LINE: key.path
     origin: dict[str, Path_] = field(default_factory=dict)
     path: Path_ = ()
@@ -66,9 +69,11 @@ def merge_points(
     device_path: Path_,
     model: Model | None,
     model_id: str | None,
+    address_key: str | None = None,
 ) -> tuple[list[DictionaryEntry | None], list[tuple[Path_, str]]]:
     """Merge a model's points with a device's entries. Returns entries (None where the type
-    is missing) and problems as (path, message)."""
+    is missing) and problems as (path, message). `address_key` names the point field that
+    holds the address for the device's protocol; the others are left out."""
     problems: list[tuple[Path_, str]] = []
     merged: dict[str, dict[str, tuple[object, Path_]]] = {}
     paths: dict[str, Path_] = {}
@@ -105,15 +110,16 @@ def merge_points(
         for k, default in DEFAULTS.items():
             if values.get(k) is None:
                 values[k] = default
-        modbus = values.pop("modbus", None)
-        opcua = values.pop("opcua", None)
+        address = values.get(address_key) if address_key is not None else None
+        origin = {k: p for k, (_, p) in fields.items()}
+        if address_key is not None and address_key in origin:
+            origin["address"] = origin[address_key]
         entries.append(
             DictionaryEntry(
                 id=pid,
                 name=dict(name or {}),
-                modbus=modbus.address if modbus is not None else None,  # type: ignore[attr-defined]
-                opcua=opcua.node if opcua is not None else None,  # type: ignore[attr-defined]
-                origin={k: p for k, (_, p) in fields.items()},
+                address=address,  # type: ignore[arg-type]
+                origin=origin,
                 path=paths[pid],
                 **{k: v for k, v in values.items() if k in _ENTRY_FIELDS},
             )
@@ -121,17 +127,10 @@ def merge_points(
     return entries, problems
 
 
-_ENTRY_FIELDS = set(DictionaryEntry.__dataclass_fields__) - {
-    "name",
-    "modbus",
-    "opcua",
-    "origin",
-    "path",
-    "id",
-}
+_ENTRY_FIELDS = set(DictionaryEntry.__dataclass_fields__) - {"name", "address", "origin", "path", "id"}
 
 
-def _fields_of(p: PointFields, path: Path_) -> dict[str, tuple[object, Path_]]:
+def _fields_of(p: PointBase, path: Path_) -> dict[str, tuple[object, Path_]]:
     out: dict[str, tuple[object, Path_]] = {}
     for name in p.model_fields_set:
         if name == "id":

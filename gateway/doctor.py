@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 from .config import ConfigError, LoadedConfig, load_config
-from .config.schema import ModbusRtuDevice, ModbusTcpDevice, OpcuaDevice, SerialDevice
 
 # a clock before this is certainly wrong (the release is newer): no NTP, or a flat RTC battery
 EARLIEST_SANE = time.mktime((2025, 1, 1, 0, 0, 0, 0, 0, -1))
@@ -98,8 +97,9 @@ def _disk(loaded: LoadedConfig, _t: float) -> list[Verdict]:
     d = loaded.data_dir
     probe = d if d.exists() else next((p for p in d.parents if p.exists()), Path("/"))
     free = shutil.disk_usage(probe).free
-    mqtt = loaded.config.northbound.mqtt
-    cap = mqtt.buffer.max_bytes if mqtt is not None else 0
+    cfg = loaded.config
+    queued = cfg.northbound.mqtt or cfg.northbound.influxdb or cfg.identifier  # what uses the queue
+    cap = cfg.queue.max_bytes if queued is not None else 0
     queue = d / "queue.sqlite3"
     used = sum(f.stat().st_size for f in d.glob("queue.sqlite3*")) if queue.exists() else 0
     need = max(0, cap - used)
@@ -110,7 +110,7 @@ def _disk(loaded: LoadedConfig, _t: float) -> list[Verdict]:
                 "FAIL",
                 "disk",
                 found,
-                f"free {_mb(need - free)} more on that disk, or lower northbound.mqtt.buffer.max_bytes",
+                f"free {_mb(need - free)} more on that disk, or lower queue.max_bytes",
             )
         ]
     if free < need + 1024**3:
@@ -144,34 +144,29 @@ def _api_port(loaded: LoadedConfig, _t: float) -> list[Verdict]:
 
 
 def _devices(loaded: LoadedConfig, timeout: float) -> list[Verdict]:
+    from edgegw.drivers.plugin import PortTarget, TcpTarget
+    from edgegw.drivers.registry import plugin_for
+
     out: list[Verdict] = []
     checked: dict[object, Verdict] = {}
     for r in loaded.devices:
         dev = loaded.config.devices[r.index]
         name = f"device {dev.id}"
-        if isinstance(dev, ModbusTcpDevice | OpcuaDevice):
-            if isinstance(dev, ModbusTcpDevice):
-                host, port = dev.connection.host, dev.connection.port
+        plugin = plugin_for(dev.protocol)
+        target = plugin.doctor_target(loaded, dev)
+        if target is None:
+            claim = plugin.bus_claim(loaded, dev)
+            target = PortTarget(claim.port) if claim is not None else None
+        if target is None:
+            continue
+        if target not in checked:
+            if isinstance(target, TcpTarget):
+                checked[target] = _tcp(name, target.host, target.port, timeout)
             else:
-                host, port = _endpoint(dev.connection.endpoint)
-            key: object = (host, port)
-            if key not in checked:
-                checked[key] = _tcp(name, host, port, timeout)
-            v = checked[key]
-            out.append(Verdict(v.state, name, v.found, v.fix))
-        elif isinstance(dev, ModbusRtuDevice | SerialDevice):
-            port_path = str(loaded.port_path(dev.connection.port))
-            if port_path not in checked:
-                checked[port_path] = _serial(name, port_path)
-            v = checked[port_path]
-            out.append(Verdict(v.state, name, v.found, v.fix))
+                checked[target] = _serial(name, target.path)
+        v = checked[target]
+        out.append(Verdict(v.state, name, v.found, v.fix))
     return out
-
-
-def _endpoint(url: str) -> tuple[str, int]:
-    rest = url.split("://", 1)[-1].split("/", 1)[0]
-    host, _, port = rest.rpartition(":")
-    return (host.strip("[]"), int(port)) if port.isdigit() else (rest, 4840)
 
 
 def _tcp(name: str, host: str, port: int, timeout: float) -> Verdict:

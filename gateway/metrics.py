@@ -51,11 +51,11 @@ _PER_DEVICE: list[tuple[str, str, Callable[[DeviceRunner], float]]] = [
         "poll deadlines skipped because a poll overran its interval",
         lambda r: r.group.counters.overruns,
     ),
-    ("requests", "requests sent to the device", lambda r: getattr(r.driver, "request_count", 0)),
+    ("requests", "requests sent to the device", lambda r: r.driver.request_count),
     (
         "request_errors",
         "requests that timed out or were answered with an error",
-        lambda r: getattr(r.driver, "error_count", 0),
+        lambda r: r.driver.error_count,
     ),
     (
         "internal_errors",
@@ -98,9 +98,7 @@ class GatewayCollector:
             protocol = gw.protocol_of(device)
             for family, get in families:
                 family.add_metric([device, protocol], get(runner))
-            lat = getattr(runner.driver, "latency", None)
-            if lat is not None:
-                per_protocol_req.setdefault(protocol, LatencyHistogram()).merge(lat)
+            per_protocol_req.setdefault(protocol, LatencyHistogram()).merge(runner.driver.latency)
             per_protocol_poll.setdefault(protocol, LatencyHistogram()).merge(
                 runner.group.counters.poll_latency
             )
@@ -112,7 +110,7 @@ class GatewayCollector:
             labels=["device", "kind"],
         )
         for device, runner in list(gw.runners.items()):
-            for kind, n in getattr(runner.driver, "frame_errors", {}).items():
+            for kind, n in runner.driver.frame_errors.items():
                 rejected.add_metric([device, kind], n)
         yield rejected
 
@@ -149,7 +147,7 @@ class GatewayCollector:
             yield size
             yield CounterMetricFamily(
                 "edgegw_queue_dropped",
-                "messages dropped because the queue reached buffer.max_bytes (or, while commits "
+                "messages dropped because the queue reached queue.max_bytes (or, while commits "
                 "fail, its memory bound)",
                 value=q.dropped,
             )

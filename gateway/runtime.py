@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import gc
-import json
 import logging
 import os
 import signal
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgegw.drivers.base import WriteFailed
+from edgegw.drivers.registry import plugin_for
 from edgegw.identifier.client import from_settings
 from edgegw.identifier.registrar import Registrar
 from edgegw.identifier.rules import RuleSet, engineering
@@ -27,17 +27,16 @@ from edgegw.identifier.rules import RuleSet, engineering
 from . import __version__, logs, systemd
 from .config import ConfigError, LoadedConfig, load_config
 from .config.checks import ResolvedDevice
-from .config.schema import BufferSettings
 from .durable_queue import DurableQueue, QueueUnavailable
 from .logs import event
 from .normalise import Normaliser, Sample
 from .scheduler import DeviceRunner, PollGroup
-from .sinks.mqtt import MqttSink
-from .wiring import build_driver
-from .writeback import CheckedWrite, WriteRejected, check_write, write_error
+from .sinks import SINKS, DeviceInfo, Sink, SinkContext, create
+from .writeback import CheckedWrite, WriteRejected, check_write
 
 if TYPE_CHECKING:
     from .sinks.influxdb import InfluxSink
+    from .sinks.mqtt import MqttSink
 
 log = logging.getLogger("edgegw")
 LOCK_FILE = "edgegw.lock"
@@ -52,7 +51,7 @@ def _device_shape(loaded: LoadedConfig, resolved: ResolvedDevice) -> tuple[Any, 
     return (
         loaded.config.devices[resolved.index],
         resolved.points,
-        resolved.addresses,
+        resolved.plan,
         loaded.config.gateway.location,
         loaded.relative("."),
     )
@@ -73,16 +72,14 @@ class Gateway:
         self.cfg = loaded.config
         self.runners: dict[str, DeviceRunner] = {}
         self.queue: DurableQueue | None = None
-        self.mqtt: MqttSink | None = None
+        self.sinks: dict[str, Sink] = {}  # by their key under northbound:, in SINKS order
         self.registrar: Registrar | None = None
-        self.influx: InfluxSink | None = None
         self.api: Any = None  # gateway.api.ApiServer, imported only when configured
         self.samples = 0
         self.point_values = 0
         self.stopping = asyncio.Event()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._shapes: dict[str, tuple[Any, ...]] = {}
-        self._commands: set[asyncio.Task[None]] = set()
         self._reload_lock = asyncio.Lock()
         self._index: dict[str, ResolvedDevice] = {}
         self._index_of: LoadedConfig | None = None
@@ -90,10 +87,8 @@ class Gateway:
     def _emit(self, sample: Sample) -> None:
         self.samples += 1
         self.point_values += len(sample.readings)
-        if self.mqtt is not None:
-            self.mqtt.submit(sample)
-        if self.influx is not None:
-            self.influx.submit(sample)
+        for sink in self.sinks.values():
+            sink.submit(sample)
         if self.registrar is not None:
             runner = self.runners.get(sample.device)
             if runner is not None:
@@ -109,13 +104,37 @@ class Gateway:
                 return engineering(r.v) if r.v is not None else ""
         return ""
 
+    @property
+    def mqtt(self) -> MqttSink | None:
+        """The MQTT sink, for its own metrics and status (None when not configured)."""
+        return self.sinks.get("mqtt")  # type: ignore[return-value]
+
+    @property
+    def influx(self) -> InfluxSink | None:
+        return self.sinks.get("influxdb")  # type: ignore[return-value]
+
     def _publish_event(self, suffix: str, body: dict[str, Any]) -> None:
-        if self.mqtt is not None:
-            self.mqtt.publish_event(suffix, body)
+        for sink in self.sinks.values():
+            sink.publish_event(suffix, body)
 
     def _status(self, device: str, state: str, reason: str | None) -> None:
-        if self.mqtt is not None:
-            self.mqtt.device_status(device, state, reason)
+        for sink in self.sinks.values():
+            sink.device_status(device, state, reason)
+
+    def _sink_context(self, loaded: LoadedConfig) -> SinkContext:
+        assert self.queue is not None
+        return SinkContext(
+            loaded.gateway_id,
+            self.queue,
+            loaded.config.queue.commit_interval,
+            loaded.relative,
+            self.write_point,
+        )
+
+    def _sink_settings(self, loaded: LoadedConfig) -> dict[str, Any]:
+        """The configured sinks' settings, by their key under northbound:."""
+        nb = loaded.config.northbound
+        return {name: s for name in SINKS if (s := getattr(nb, name, None)) is not None}
 
     def _lock(self, data_dir: Path) -> None:
         # Two gateways on one data_dir would interleave seq numbers and steal each other's
@@ -142,9 +161,9 @@ class Gateway:
             config=str(self.loaded.path),
             data_dir=str(data_dir),
         )
-        mq = self.cfg.northbound.mqtt
-        if mq is not None or self.cfg.identifier is not None or self.cfg.northbound.influxdb is not None:
-            buf = mq.buffer if mq is not None else BufferSettings()
+        sinks = self._sink_settings(self.loaded)
+        if sinks or self.cfg.identifier is not None:
+            buf = self.cfg.queue
             self.queue = DurableQueue(
                 data_dir / "queue.sqlite3",
                 buf.max_bytes,
@@ -159,18 +178,14 @@ class Gateway:
                     count=self.queue.depth,
                     bytes=self.queue.bytes,
                 )
-        if mq is not None:
-            assert self.queue is not None
-            self.mqtt = MqttSink(mq, self.cfg.gateway.id, self.queue, self.loaded.relative, self._on_command)
-            await self.mqtt.start()
-        else:
-            event(log, logging.WARNING, "no MQTT sink configured: values are polled but not published")
-        if self.cfg.northbound.influxdb is not None:
-            assert self.queue is not None
-            from .sinks.influxdb import InfluxSink  # influxdb-client is imported only when used
-
-            self.influx = InfluxSink(self.cfg.northbound.influxdb, self.queue, self.loaded.relative)
-            await self.influx.start()
+        for name, settings in sinks.items():  # a sink's library is imported only when configured
+            sink = create(name, settings, self._sink_context(self.loaded))
+            self.sinks[name] = sink
+            await sink.start()
+        if not sinks:
+            event(log, logging.WARNING, "no sink configured: values are polled but not published")
+        for warning in self.loaded.warnings:
+            event(log, logging.WARNING, "config", warning=str(warning))
         if self.cfg.identifier is not None:
             assert self.queue is not None
             await self._start_registrar()
@@ -223,31 +238,19 @@ class Gateway:
             rules=len(ident.rules),
         )
 
-    def _announce(self, sink: MqttSink, loaded: LoadedConfig, resolved: ResolvedDevice) -> None:
+    def _device_info(self, loaded: LoadedConfig, resolved: ResolvedDevice) -> DeviceInfo:
         dev = loaded.config.devices[resolved.index]
-        meta: dict[str, Any] = {
-            "model": dev.model,
-            "protocol": dev.protocol,
-            "location": _location(loaded, resolved),
-        }
-        sink.add_device(dev.id, meta, resolved.points)
-
-    def _announce_influx(self, sink: InfluxSink, loaded: LoadedConfig, resolved: ResolvedDevice) -> None:
-        dev = loaded.config.devices[resolved.index]
-        tags = {str(k): str(v) for k, v in _location(loaded, resolved).items()}
-        tags.update(gateway=loaded.config.gateway.id, device=dev.id)
-        sink.add_device(dev.id, dev.model or dev.id, tags, resolved.points)
+        return DeviceInfo(dev.id, dev.model, dev.protocol, _location(loaded, resolved), resolved.points)
 
     def _start_device(self, loaded: LoadedConfig, resolved: ResolvedDevice) -> None:
         dev = loaded.config.devices[resolved.index]
-        if self.mqtt is not None:
-            self._announce(self.mqtt, loaded, resolved)
-        if self.influx is not None:
-            self._announce_influx(self.influx, loaded, resolved)
+        info = self._device_info(loaded, resolved)
+        for sink in self.sinks.values():
+            sink.add_device(info)
         group = PollGroup(dev.id, dev.poll.interval, dev.poll.backoff_max, dev.poll.offline_after)
         runner = DeviceRunner(
             group,
-            build_driver(loaded, resolved),
+            plugin_for(dev.protocol).build_driver(loaded, dev, resolved.points, resolved.plan),
             Normaliser(resolved.points, dev.publish, dev.heartbeat),
             self._emit,
             self._status,
@@ -266,8 +269,6 @@ class Gateway:
             event(log, logging.WARNING, "device task did not stop within 2 s; left behind", device=device)
         runner = self.runners.pop(device)
         self._shapes.pop(device, None)
-        if self.influx is not None:
-            self.influx.remove_device(device)
         try:
             await asyncio.wait_for(runner.driver.close(), 2.0)
         except (TimeoutError, OSError) as exc:
@@ -302,8 +303,7 @@ class Gateway:
         if runner is None:
             raise WriteRejected("read_only", f"device '{device}' is disabled")
         checked = check_write(entry, value)
-        conn = self.cfg.devices[resolved.index].connection
-        timeout = 2 * float(getattr(conn, "timeout", 2.0)) + 1.0
+        timeout = 2 * runner.driver.timeout + 1.0
         try:
             await runner.write(point, checked.raw, timeout)
         except (WriteFailed, TimeoutError) as exc:
@@ -322,46 +322,6 @@ class Gateway:
         event(log, logging.INFO, "write", device=device, point=point, value=checked.value, by=who, via=via)
         return checked
 
-    def _on_command(self, device: str, payload: bytes) -> None:
-        task = asyncio.create_task(self._command(device, payload), name=f"set-{device}")
-        self._commands.add(task)
-        task.add_done_callback(self._commands.discard)
-
-    async def _command(self, device: str, payload: bytes) -> None:
-        """P/G/D/set {"id":"r1","points":{"setpoint":220.0}} -> P/G/D/set/result."""
-        req_id: object = None
-        errors: list[str] = []
-        try:
-            req = json.loads(payload)
-            if not isinstance(req, dict) or not isinstance(req.get("points"), dict) or not req["points"]:
-                raise ValueError('expected {"id": "...", "points": {"<point>": <value>, ...}}')
-            req_id = req.get("id")
-            if not isinstance(req_id, str | int | None) or isinstance(req_id, bool):
-                req_id = None
-                raise ValueError('"id" must be a string or a number')
-            if isinstance(req_id, str) and len(req_id) > 200:
-                req_id = req_id[:200]
-                raise ValueError('"id" is longer than 200 characters')
-        except (ValueError, RecursionError) as exc:  # RecursionError: nesting too deep to parse
-            errors.append(f"bad request: {str(exc)[:200] or 'nested too deeply'}")
-        else:
-            for point, value in req["points"].items():
-                try:
-                    await self.write_point(device, str(point), value, who=f"mqtt id={req_id}", via="mqtt")
-                except Exception as exc:
-                    errors.append(f"{point}: {write_error(exc)[1]}")
-                    if not isinstance(exc, WriteRejected | WriteFailed | TimeoutError):
-                        log.error(
-                            "write failed with an internal error",
-                            exc_info=exc,
-                            extra={"fields": {"device": device, "point": point, "via": "mqtt"}},
-                        )
-        body: dict[str, Any] = {"id": req_id, "ok": not errors}
-        if errors:
-            body["error"] = "; ".join(errors)
-            event(log, logging.WARNING, "set refused", device=device, id=req_id, error=body["error"][:500])
-        self._publish_event(f"{device}/set/result", body)
-
     def not_ready(self) -> list[str]:
         """Why the gateway is not ready (empty when it is): sinks that are not connected."""
         out = []
@@ -369,10 +329,7 @@ class Gateway:
             out.append(self.queue.failing)
         if self.registrar is not None and self.registrar.refusing:
             out.append(self.registrar.refusing)
-        if self.mqtt is not None and not self.mqtt.connected:
-            out.append("MQTT broker not connected")
-        if self.influx is not None and not self.influx.healthy and self.influx.failures:
-            out.append(f"InfluxDB writes failing: {self.influx.last_error}")
+        out += [p for sink in self.sinks.values() if (p := sink.problem()) is not None]
         if self.stopping.is_set():
             out.append("stopping")
         return out
@@ -430,15 +387,15 @@ class Gateway:
             for device in removed + changed:
                 await self._stop_device(device)
             for device in removed:
-                if self.mqtt is not None:
-                    self.mqtt.remove_device(device, "removed from the configuration")
-            mq_changed = old_cfg.northbound.mqtt != cfg.northbound.mqtt
-            influx_changed = old_cfg.northbound.influxdb != cfg.northbound.influxdb
+                for sink in self.sinks.values():
+                    sink.remove_device(device, "removed from the configuration")
+            old_sinks, new_sinks = self._sink_settings(self.loaded), self._sink_settings(new)
+            if new.config.queue != old_cfg.queue and self.queue is not None:
+                self.queue.configure(cfg.queue.max_bytes, cfg.queue.fsync)
             self.loaded, self.cfg = new, cfg
-            if mq_changed and self.mqtt is not None and self.queue is not None:
-                await self._restart_mqtt(new)
-            if influx_changed:
-                await self._restart_influx(new)
+            changed_sinks = [n for n in SINKS if old_sinks.get(n) != new_sinks.get(n)]
+            for name in changed_sinks:
+                await self._replace_sink(name, new_sinks.get(name), new)
             for device in added + changed:
                 self._start_device(new, wanted[device])
             event(
@@ -449,44 +406,26 @@ class Gateway:
                 removed=",".join(removed) or "-",
                 restarted=",".join(changed) or "-",
                 untouched=len(self.runners) - len(added) - len(changed),
-                mqtt="reconnected" if mq_changed else "unchanged",
-                influxdb="restarted" if influx_changed else "unchanged",
+                sinks_restarted=",".join(changed_sinks) or "-",
             )
             return True
 
-    async def _restart_influx(self, new: LoadedConfig) -> None:
-        """New InfluxDB settings (or the sink added or removed): what is queued stays queued."""
-        if self.influx is not None:
-            await self.influx.stop(flush_timeout=0)
-            self.influx = None
-        settings = new.config.northbound.influxdb
-        if settings is None:
-            return
+    async def _replace_sink(self, name: str, settings: Any, new: LoadedConfig) -> None:
+        """A sink's settings changed at a reload (or it was added or removed): what is queued
+        stays queued for its successor."""
+        old = self.sinks.pop(name, None)
         if self.queue is None:
-            event(log, logging.ERROR, "adding the InfluxDB sink to a gateway without a queue needs a restart")
+            event(log, logging.ERROR, f"adding the {name} sink to a gateway without a queue needs a restart")
             return
-        from .sinks.influxdb import InfluxSink
-
-        self.influx = InfluxSink(settings, self.queue, new.relative)
+        if old is not None and settings is None:
+            await old.stop([])
+            return
+        ctx = self._sink_context(new)
+        sink = await old.replace(settings, ctx) if old is not None else create(name, settings, ctx)
         for r in new.devices:
             if new.config.devices[r.index].id in self.runners:
-                self._announce_influx(self.influx, new, r)
-        await self.influx.start()
-
-    async def _restart_mqtt(self, new: LoadedConfig) -> None:
-        """New broker settings: a new client on the same queue; nothing queued is lost."""
-        assert self.mqtt is not None and self.queue is not None
-        mq = new.config.northbound.mqtt
-        assert mq is not None
-        old = self.mqtt
-        await old.detach()
-        self.queue.configure(mq.buffer.max_bytes, mq.buffer.fsync)
-        sink = MqttSink(mq, new.config.gateway.id, self.queue, new.relative, self._on_command)
-        sink.adopt(old)
-        self.mqtt = sink
-        for r in new.devices:
-            if new.config.devices[r.index].id in self.runners:
-                self._announce(sink, new, r)
+                sink.add_device(self._device_info(new, r))
+        self.sinks = {n: self.sinks[n] if n != name else sink for n in SINKS if n in self.sinks or n == name}
         await sink.start()
 
     async def stop(self) -> None:
@@ -495,14 +434,10 @@ class Gateway:
             await self.api.stop()
         devices = list(self.runners)
         await asyncio.gather(*(self._stop_device(d) for d in devices))
-        for task in self._commands:
-            task.cancel()
         if self.registrar is not None:
             await self.registrar.stop()
-        if self.influx is not None:
-            await self.influx.stop()
-        if self.mqtt is not None:
-            await self.mqtt.stop(devices)
+        for sink in reversed(self.sinks.values()):
+            await sink.stop(devices)
         if self.queue is not None:
             self.queue.close()
         event(log, logging.INFO, "stopped")

@@ -19,9 +19,9 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import cast
 
-from edgegw.drivers.base import DeviceUnreachable, Driver, LatencyHistogram
+from edgegw.drivers.base import DeviceUnreachable, Driver, LatencyHistogram, StreamDriver
 
 from .logs import RateLimited, event
 from .normalise import Normaliser, Reading, Sample
@@ -88,7 +88,7 @@ class DeviceRunner:
         self._ratelimit = RateLimited(log, 60.0)
         self._ratelimit_internal = RateLimited(log, 60.0)
         # per point, the device's own timestamp of the last value read (OPC UA SourceTimestamp)
-        self._source_ts: list[int | None] | None = getattr(driver, "source_ts", None)
+        self._source_ts: list[int | None] | None = driver.source_ts
 
     def _set_state(self, state: str, reason: str | None = None) -> None:
         self.reason = reason
@@ -157,7 +157,7 @@ class DeviceRunner:
         the next scan); with an idle timeout, silence longer than it means offline."""
         g = self.group
         c = g.counters
-        d: Any = self.driver
+        d = cast(StreamDriver, self.driver)
         self.latest = self.normaliser.all_bad("nothing received yet")
         self.latest_point_ts = [None] * len(self.latest)
         while True:
@@ -240,7 +240,7 @@ class DeviceRunner:
         g = self.group
         c = g.counters
         self.status(g.device, "connecting", None)
-        if getattr(self.driver, "stream", False):
+        if self.driver.stream:
             await self._stream()
             return
         deadline = time.monotonic() + g.phase

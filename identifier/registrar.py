@@ -41,7 +41,6 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from edgegw.gateway.config.schema import IdentifierRule
 from edgegw.gateway.durable_queue import DurableQueue
 from edgegw.gateway.logs import RateLimited, event, report_crash, supervise
 from edgegw.gateway.normalise import Reading
@@ -58,6 +57,7 @@ from .client import (
     Unauthorised,
 )
 from .rules import STREAM, Firing, RuleSet, engineering, new_value
+from .settings import IdentifierRule
 from .syntax import IdentifierError
 from .templates import Template
 

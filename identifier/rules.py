@@ -16,13 +16,16 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edgegw.gateway.config.schema import GatewayConfig, IdentifierRule
 from edgegw.gateway.normalise import Reading
 
+from .settings import IdentifierRule
 from .syntax import IdentifierError, parse
 from .templates import RESERVED, Value
+
+if TYPE_CHECKING:
+    from edgegw.gateway.config.schema import GatewayConfig
 
 STREAM = "identifier"
 _FIELD = re.compile(r"\{([^{}]*)\}")

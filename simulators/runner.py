@@ -10,27 +10,21 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from edgegw.drivers.modbus.simulator import FAULTS, ModbusTcpSimulator, SimulatedDevice, SimulatedPoint
-from edgegw.drivers.modbus.simulator_rtu import ModbusRtuSimulator
-from edgegw.drivers.opcua.simulator import OpcuaSimDevice, OpcuaSimulator, ServerSecurity
-from edgegw.drivers.serial.simulator import SERIAL_FAULTS, LineInstrumentSimulator, PatternError
+from edgegw.drivers.plugin import Simulator
+from edgegw.drivers.registry import plugin_for, plugins
 from edgegw.gateway.config import LoadedConfig
-from edgegw.gateway.config.schema import ModbusRtuDevice, ModbusTcpDevice, OpcuaDevice, SerialDevice
-from edgegw.gateway.wiring import register_points
 from pydantic import BaseModel, Field
 
 from .faults import Fault, OnPty
-from .values import ValueGenerator
 
 # a Modbus TCP port, an RTU bus or a line-protocol instrument
-Simulator = ModbusTcpSimulator | LineInstrumentSimulator | OpcuaSimulator
 
 log = logging.getLogger("edgegw.simulate")
 
 
 class FaultBody(BaseModel):
     mode: str = Field(
-        description=f"Modbus: {' | '.join(FAULTS)}; serial instruments: {' | '.join(SERIAL_FAULTS)}"
+        description="a fault mode of the device's protocol (GET /devices lists each device's modes)"
     )
     code: int = Field(4, ge=1, le=255, description="exception code for mode: exception")
     delay: float = Field(2.0, ge=0, le=3600, description="seconds, for mode: slow")
@@ -41,71 +35,22 @@ class HoldBody(BaseModel):
 
 
 def build_simulators(loaded: LoadedConfig, bind: str, period: float = 60.0) -> list[Simulator]:
-    """One Modbus TCP server per port, one RTU bus (a pty pair) per serial port, one pty pair
-    per line-protocol instrument. Raises ValueError for an instrument whose pattern the
-    simulator cannot print lines for."""
-    by_port: dict[int, list[SimulatedDevice]] = {}
-    by_line: dict[str, tuple[tuple[int, int, str, float], list[SimulatedDevice]]] = {}
-    instruments: list[LineInstrumentSimulator] = []
-    by_endpoint: dict[int, list[OpcuaSimDevice]] = {}
-    security: dict[int, ServerSecurity] = {}
+    """The simulators of every enabled device, made by each device's protocol plugin (one
+    Modbus TCP server per port, one RTU bus per serial port, one pty pair per line-protocol
+    instrument, one OPC UA server per endpoint port). Raises ValueError for a device a
+    simulator cannot be made for."""
+    by_plugin: dict[str, list[tuple[Any, list[Any], object]]] = {}
     for resolved in loaded.devices:
         dev = loaded.config.devices[resolved.index]
-        if not dev.enabled:
-            continue
-        if isinstance(dev, SerialDevice):
-            port = loaded.port_path(dev.connection.port)
-            try:
-                instruments.append(LineInstrumentSimulator(port, dev, resolved.points, period))
-            except PatternError as exc:
-                raise ValueError(f"cannot simulate {dev.id}: {exc}") from None
-            continue
-        if isinstance(dev, OpcuaDevice):
-            port = urlsplit(dev.connection.endpoint).port or 4840
-            gens = [ValueGenerator(dev.id, e, period) for e in resolved.points]
-            by_endpoint.setdefault(port, []).append(OpcuaSimDevice(dev.id, resolved.points, gens))
-            _offer(security.setdefault(port, ServerSecurity()), loaded, dev, port)
-            continue
-        if not isinstance(dev, ModbusTcpDevice | ModbusRtuDevice):
-            continue
-        regs = register_points(dev, resolved)
-        points = [
-            SimulatedPoint(r, e, ValueGenerator(dev.id, e, period))
-            for r, e in zip(regs, resolved.points, strict=True)
-        ]
-        device = SimulatedDevice(dev.id, dev.connection.unit_id, points)
-        if isinstance(dev, ModbusTcpDevice):
-            by_port.setdefault(dev.connection.port, []).append(device)
-        else:
-            c = dev.connection
-            by_line.setdefault(
-                loaded.port_path(c.port), ((c.baudrate, c.bytesize, c.parity, float(c.stopbits)), [])
-            )[1].append(device)
-    sims: list[Simulator] = [ModbusTcpSimulator(bind, port, devs) for port, devs in sorted(by_port.items())]
-    sims += [ModbusRtuSimulator(line, settings, devs) for line, (settings, devs) in sorted(by_line.items())]
-    sims += instruments
-    sims += [
-        OpcuaSimulator(bind, port, devs, step=min(0.5, period / 100), security=security[port])
-        for port, devs in sorted(by_endpoint.items())
-    ]
+        if dev.enabled:
+            by_plugin.setdefault(plugin_for(dev.protocol).name, []).append(
+                (dev, resolved.points, resolved.plan)
+            )
+    sims: list[Simulator] = []
+    for plugin in plugins():
+        if plugin.name in by_plugin:
+            sims += plugin.simulators(loaded, by_plugin[plugin.name], bind, period)
     return sims
-
-
-def _offer(sec: ServerSecurity, loaded: LoadedConfig, dev: OpcuaDevice, port: int) -> None:
-    """Add what `dev` connects with to what its simulated endpoint offers and accepts."""
-    c = dev.connection
-    if c.security is None:
-        sec.none = True
-    else:
-        sec.policies.add((c.security.policy, c.security.mode))
-        store = loaded.data_dir / "simulator-pki"
-        sec.certificate, sec.private_key = store / f"opcua-{port}.der", store / f"opcua-{port}.pem"
-        if c.security.server_certificate:
-            sec.publish_to.append(loaded.relative(c.security.server_certificate))
-    if c.username is not None:
-        sec.passwords[c.username] = c.password.get_secret_value() if c.password else ""
-    if c.user_certificate is not None:
-        sec.user_certificates.append(loaded.relative(c.user_certificate))
 
 
 def control_app(sims: list[Simulator]) -> Any:
@@ -126,6 +71,7 @@ def control_app(sims: list[Simulator]) -> Any:
                 "port": s.path if isinstance(s, OnPty) else s.port,
                 "unit_id": d.unit_id,
                 "fault": d.fault.mode,
+                "faults": list(d.faults),
                 "requests": d.requests,
             }
             for i, (s, d) in devices.items()
@@ -138,7 +84,7 @@ def control_app(sims: list[Simulator]) -> Any:
     @app.put("/devices/{device_id}/fault")
     def set_fault(device_id: str, body: FaultBody) -> dict[str, Any]:
         _, d = get(device_id)
-        faults = getattr(d, "faults", FAULTS)
+        faults = d.faults
         if body.mode not in faults:
             raise HTTPException(422, f"mode must be one of {', '.join(faults)} for '{device_id}'")
         d.set_fault(Fault(body.mode, body.code, body.delay))
@@ -245,25 +191,8 @@ async def run(
     try:
         for s in sims:
             await s.start()
-            if isinstance(s, LineInstrumentSimulator):
-                what = "answering requests" if s.mode == "poll" else f"a line every {s.interval:g}s"
-                print(
-                    f"simulating {s.device.id}: serial instrument on {s.path} ({what}; simulator end"
-                    f" {s.pair.sim_link}), {len(s.device.entries)} points",
-                    flush=True,
-                )
-                continue
-            if isinstance(s, OpcuaSimulator):
-                for d in s.devices.values():
-                    print(f"simulating {d.id}: opcua {s.endpoint}, {len(d.entries)} variables", flush=True)
-                continue
-            for d in s.devices.values():
-                where = (
-                    f"modbus-rtu on {s.path} (serial server on {s.pair.sim_link})"
-                    if isinstance(s, ModbusRtuSimulator)
-                    else f"modbus-tcp {bind}:{s.port}"
-                )
-                print(f"simulating {d.id}: {where} unit {d.unit_id}, {len(d.points)} points", flush=True)
+            for line in s.describe():
+                print(f"simulating {line}", flush=True)
         if idnode is not None:
             prefixes = tuple(sorted({p for _, ps in idnode.users.values() for p in ps}))
             app = idnode_sim.build(

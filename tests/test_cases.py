@@ -14,9 +14,9 @@ import pytest
 from edgegw.drivers.modbus.address import BIT_AREAS, parse_address
 from edgegw.drivers.modbus.codec import BlockDecoder
 from edgegw.drivers.modbus.tcp import ModbusTcpDriver
+from edgegw.drivers.registry import plugin_for
 from edgegw.gateway.config import load_config
 from edgegw.gateway.normalise import Normaliser
-from edgegw.gateway.wiring import build_driver
 
 CASES = Path(__file__).parent / "cases"
 ERROR_CASES = sorted(p.parent.name for p in CASES.glob("*/error.txt"))
@@ -49,7 +49,8 @@ def test_decode_case(name: str) -> None:
     spec = json.loads((case / "decode.json").read_text())
     loaded = load_config(case / "config.yaml")
     resolved = next(r for r in loaded.devices if loaded.config.devices[r.index].id == spec["device"])
-    driver = build_driver(loaded, resolved)
+    dev = loaded.config.devices[resolved.index]
+    driver = plugin_for(dev.protocol).build_driver(loaded, dev, resolved.points, resolved.plan)
     assert isinstance(driver, ModbusTcpDriver)
     memory: dict[str, dict[int, object]] = {"hr": {}, "ir": {}, "co": {}, "di": {}}
     for addr, values in spec["registers"].items():

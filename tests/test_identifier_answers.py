@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from edgegw.gateway.config.schema import IdentifierRule, PointRef, RuleValue
 from edgegw.gateway.durable_queue import DurableQueue
 from edgegw.identifier.client import (
     ANSWER_MAX,
@@ -35,6 +34,7 @@ from edgegw.identifier.client import (
 )
 from edgegw.identifier.registrar import Registrar
 from edgegw.identifier.rules import RuleSet
+from edgegw.identifier.settings import IdentifierRule, PointRef, RuleValue
 from edgegw.identifier.templates import Template, TemplateItem, Value
 from harness import EDGEGW, GOOD, ROOT, P, wait_for
 from hypothesis import HealthCheck, given, settings

@@ -18,12 +18,12 @@ from typing import Any
 
 import httpx
 import pytest
-from edgegw.gateway.config.schema import IdentifierRule, PointRef, RuleValue
 from edgegw.gateway.durable_queue import DurableQueue
 from edgegw.gateway.normalise import Reading
 from edgegw.identifier.client import SnmsClient
 from edgegw.identifier.registrar import TASK, Registrar
 from edgegw.identifier.rules import STREAM, RuleSet
+from edgegw.identifier.settings import IdentifierRule, PointRef, RuleValue
 from harness import EDGEGW, ROOT, P, Proc, free_port, wait_for, wait_port
 
 RULE = IdentifierRule(

@@ -19,7 +19,7 @@ from typing import Any
 
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
-from ..base import DeviceUnreachable, LatencyHistogram, PointError, WriteFailed, WriteTimeout
+from ..base import DeviceUnreachable, DriverBase, LatencyHistogram, PointError, WriteFailed, WriteTimeout
 from .address import BIT_AREAS
 from .codec import BlockDecoder, EncodeError, RegisterPoint, encode_value
 from .planner import ReadRequest, RegisterSpan, plan_reads
@@ -45,7 +45,7 @@ def exception_reason(code: int) -> str:
     return f"modbus exception {code} ({EXCEPTION_NAMES.get(code, 'unknown')})"
 
 
-class ModbusDriver:
+class ModbusDriver(DriverBase):
     def __init__(
         self,
         unit_id: int,
@@ -54,12 +54,16 @@ class ModbusDriver:
         max_registers: int = 125,
         max_bits: int = 2000,
         max_gap: int = 16,
+        requests: list[ReadRequest] | None = None,
     ):
+        """`requests`: the plan made when the config was checked; planned here without it."""
         self.unit_id, self.timeout = unit_id, timeout
         self.points = list(points)
         self._by_id = {p.id: p for p in self.points}
-        spans = [RegisterSpan(p.area, p.offset, p.width) for p in self.points]
-        self.requests: list[ReadRequest] = plan_reads(spans, max_registers, max_bits, max_gap)
+        if requests is None:
+            spans = [RegisterSpan(p.area, p.offset, p.width) for p in self.points]
+            requests = plan_reads(spans, max_registers, max_bits, max_gap)
+        self.requests: list[ReadRequest] = requests
         self._decoders = [
             BlockDecoder(r.start, r.count, [self.points[i] for i in r.points]) for r in self.requests
         ]

@@ -25,6 +25,7 @@ from ..base import DeviceUnreachable
 from ..serial.port import line_setting, open_failure, port_problem
 from .codec import RegisterPoint
 from .driver import ModbusDriver
+from .planner import ReadRequest
 from .response import Request
 
 
@@ -146,8 +147,9 @@ class ModbusRtuDriver(ModbusDriver):
         max_registers: int = 125,
         max_bits: int = 2000,
         max_gap: int = 16,
+        requests: list[ReadRequest] | None = None,
     ):
-        super().__init__(unit_id, timeout, points, max_registers, max_bits, max_gap)
+        super().__init__(unit_id, timeout, points, max_registers, max_bits, max_gap, requests)
         self.bus = bus
         self._crc_error = False
 

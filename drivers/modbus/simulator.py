@@ -30,10 +30,11 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from .plugin import FAULTS
+
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
 _FC_AREA = {1: "co", 5: "co", 15: "co", 2: "di", 3: "hr", 6: "hr", 16: "hr", 22: "hr", 23: "hr", 4: "ir"}
-FAULTS = ("none", "silent", "exception", "drop", "slow", "garbage", "partial", "crc")
 
 
 @dataclass
@@ -46,6 +47,7 @@ class SimulatedPoint:
 
 @dataclass
 class SimulatedDevice:
+    faults = FAULTS
     id: str
     unit_id: int
     points: list[SimulatedPoint]
@@ -134,6 +136,12 @@ class ModbusTcpSimulator:
         self.devices = {d.unit_id: d for d in devices}
         self.server: ModbusTcpServer | None = None
         self._task: asyncio.Task[None] | None = None
+
+    def describe(self) -> list[str]:
+        return [
+            f"{d.id}: modbus-tcp {self.host}:{self.port} unit {d.unit_id}, {len(d.points)} points"
+            for d in self.devices.values()
+        ]
 
     def _sim_device(self, dev: SimulatedDevice) -> SimDevice:
         def block(area: str) -> list[SimData]:

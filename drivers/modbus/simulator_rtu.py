@@ -30,6 +30,13 @@ class ModbusRtuSimulator(OnPty, ModbusTcpSimulator):
         self.pair = PtyPair(port)
         self.plugged = False
 
+    def describe(self) -> list[str]:
+        return [
+            f"{d.id}: modbus-rtu on {self.path} (serial server on {self.pair.sim_link}) unit {d.unit_id}, "
+            f"{len(d.points)} points"
+            for d in self.devices.values()
+        ]
+
     async def start(self) -> None:
         await self.pair.open()
         # A pseudo-terminal carries bytes, not bits: parity and stop bits mean nothing on it (and

@@ -23,10 +23,9 @@ from pymodbus.client import AsyncModbusTcpClient
 
 from ..base import DeviceUnreachable
 from .codec import RegisterPoint
-from .driver import EXCEPTION_NAMES, ModbusDriver, _short, exception_reason
+from .driver import ModbusDriver, _short
+from .planner import ReadRequest
 from .response import BadResponse, Request, frame_problem
-
-__all__ = ["EXCEPTION_NAMES", "ModbusTcpDriver", "exception_reason"]
 
 
 class ModbusTcpDriver(ModbusDriver):
@@ -40,8 +39,9 @@ class ModbusTcpDriver(ModbusDriver):
         max_registers: int = 125,
         max_bits: int = 2000,
         max_gap: int = 16,
+        requests: list[ReadRequest] | None = None,
     ):
-        super().__init__(unit_id, timeout, points, max_registers, max_bits, max_gap)
+        super().__init__(unit_id, timeout, points, max_registers, max_bits, max_gap, requests)
         self.host, self.port = host, port
         self._client: AsyncModbusTcpClient | None = None
         self._pending: Request | None = None  # the request in progress

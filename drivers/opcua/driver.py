@@ -25,7 +25,15 @@ from asyncua import Client, ua
 from asyncua.common.subscription import DataChangeEvent
 from asyncua.crypto import security_policies
 
-from ..base import ABSENT, DeviceUnreachable, LatencyHistogram, PointError, WriteFailed, WriteTimeout
+from ..base import (
+    ABSENT,
+    DeviceUnreachable,
+    DriverBase,
+    LatencyHistogram,
+    PointError,
+    WriteFailed,
+    WriteTimeout,
+)
 from . import pki
 from .nodes import NodeRef, parse_node
 from .values import source_ms, status_name, to_point, variant
@@ -84,7 +92,7 @@ class UserCertificate:
 _READ_BATCH = 250
 
 
-class OpcuaDriver:
+class OpcuaDriver(DriverBase):
     def __init__(
         self,
         device: str,

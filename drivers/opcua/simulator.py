@@ -159,6 +159,9 @@ class OpcuaSimulator:
         self._task: asyncio.Task[None] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
 
+    def describe(self) -> list[str]:
+        return [f"{d.id}: opcua {self.endpoint}, {len(d.entries)} variables" for d in self.devices.values()]
+
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         sec = self.security or ServerSecurity(none=True)
@@ -212,7 +215,7 @@ class OpcuaSimulator:
         return index
 
     async def _variable(self, server: Server, folder: Any, e: DictionaryEntry) -> Any:
-        ref = parse_node(e.opcua or f"ns=1;s={e.id}")
+        ref = parse_node(getattr(e.address, "node", None) or f"ns=1;s={e.id}")
         vtype = VARIANT_TYPES[e.type]
         initial = ua.Variant(_zero(e.type), vtype)
         if ref.path:

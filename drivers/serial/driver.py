@@ -24,7 +24,7 @@ from typing import Any
 import serial
 from edgegw.gateway.logs import RateLimited
 
-from ..base import DeviceUnreachable, LatencyHistogram, WriteFailed
+from ..base import DeviceUnreachable, DriverBase, LatencyHistogram, WriteFailed
 from .framing import Framer, Problem
 from .lines import FrameRejected, LineParser
 from .port import line_setting, open_failure, port_problem
@@ -35,7 +35,7 @@ FRAME_ERRORS = ("noise", "partial", "overlong", "encoding", "no_match", "overrun
 _QUEUE = 1024  # frames received and not yet taken by the gateway (a burst of scans)
 
 
-class SerialLineDriver:
+class SerialLineDriver(DriverBase):
     def __init__(
         self,
         device: str,

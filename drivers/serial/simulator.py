@@ -28,11 +28,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgegw.drivers.serial.port import unescape
-from edgegw.gateway.config.schema import SerialDevice
 from edgegw.gateway.dictionary import DictionaryEntry
 from edgegw.gateway.writeback import raw_value
 from edgegw.simulators.faults import Fault, OnPty, PtyPair
 from edgegw.simulators.values import HeldValues, ValueGenerator
+
+from .config import SerialDevice
 
 log = logging.getLogger("edgegw.simulate")
 
@@ -271,6 +272,13 @@ class LineInstrumentSimulator(OnPty):
         self._garbage = 0
         self._last_error = ""
         self.printer.text(self.device.values())  # a pattern it cannot print fails at start, not later
+
+    def describe(self) -> list[str]:
+        what = "answering requests" if self.mode == "poll" else f"a line every {self.interval:g}s"
+        return [
+            f"{self.device.id}: serial instrument on {self.path} ({what}; simulator end "
+            f"{self.pair.sim_link}), {len(self.device.entries)} points"
+        ]
 
     async def start(self) -> None:
         await self.pair.open()

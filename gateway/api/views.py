@@ -54,27 +54,25 @@ def device_info(gw: Gateway, device: str, counters: bool = False) -> dict[str, A
                 "polls": c.polls,
                 "failed_polls": c.failed_polls,
                 "overruns": c.overruns,
-                "requests": getattr(d, "request_count", 0),
-                "request_errors": getattr(d, "error_count", 0),
+                "requests": d.request_count,
+                "request_errors": d.error_count,
                 "writes": c.writes,
                 "failed_writes": c.failed_writes,
                 "last_poll_ms": round(c.last_poll_ms, 3),
-                **({"frame_errors": dict(d.frame_errors)} if hasattr(d, "frame_errors") else {}),
+                **({"frame_errors": dict(d.frame_errors)} if d.frame_errors else {}),
                 "poll_latency": _latency(c.poll_latency),
             }
-            lat = getattr(d, "latency", None)
-            if lat is not None:
-                out["counters"]["request_latency"] = _latency(lat)
+            out["counters"]["request_latency"] = _latency(d.latency)
     return out
 
 
 def _point_times(runner: Any) -> list[int | None] | None:
     """Per point (in the order of runner.latest), when the gateway received its latest reading,
     if the runner records it; a polled device reads every point in each poll."""
-    times = getattr(runner, "latest_point_ts", None)
-    if times is not None and len(times) == len(runner.latest):
+    times = runner.latest_point_ts
+    if len(times) == len(runner.latest):
         return list(times)
-    if not getattr(runner.driver, "stream", False):
+    if not runner.driver.stream:
         return [runner.latest_ts] * len(runner.latest)
     return None  # a device that sends some points at a time: only the device's own times are known
 

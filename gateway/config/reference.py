@@ -9,6 +9,7 @@ import types
 import typing
 from typing import Any, Literal
 
+from edgegw.drivers.registry import plugins
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
@@ -17,13 +18,10 @@ from .schema import (
     GatewayConfig,
     GatewaySettings,
     IdentifierSettings,
-    ModbusRtuDevice,
-    ModbusTcpDevice,
     Model,
     Northbound,
-    OpcuaDevice,
     PointFields,
-    SerialDevice,
+    QueueSettings,
 )
 
 SECTIONS: list[tuple[str, type[BaseModel]]] = [
@@ -31,11 +29,13 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("gateway", GatewaySettings),
     ("models.<id>", Model),
     ("points[] (in a model or a device)", PointFields),
-    ("devices[] with protocol: modbus-tcp", ModbusTcpDevice),
-    ("devices[] with protocol: modbus-rtu", ModbusRtuDevice),
-    ("devices[] with protocol: opcua", OpcuaDevice),
-    ("devices[] with protocol: serial", SerialDevice),
+    *(
+        (f"devices[] with protocol: {proto}", model)
+        for plugin in plugins()
+        for proto, model in zip(plugin.protocols, plugin.device_models(), strict=True)
+    ),
     ("northbound", Northbound),
+    ("queue", QueueSettings),
     ("identifier", IdentifierSettings),
     ("api", ApiSettings),
 ]

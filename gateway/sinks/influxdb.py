@@ -10,7 +10,7 @@ series never changes type.
 Batching and memory: lines collect in memory up to `batch_size` or for `flush_interval`, then
 the batch is deflated into the gateway's durable queue (stream `influxdb`, same file as MQTT),
 and a sender writes queued batches oldest first. So memory holds at most one batch; while
-InfluxDB is away the batches wait on disk and count toward `buffer.max_bytes`, beyond which the
+InfluxDB is away the batches wait on disk and count toward `queue.max_bytes`, beyond which the
 oldest data is dropped and counted (`edgegw_queue_dropped_total`). Failures: network errors,
 timeouts, 429 and 5xx retry with capped exponential backoff (Retry-After honoured); 401/403/404
 (token, org or bucket wrong) also retry, logged at a rate limit, so the data survives until the
@@ -39,6 +39,7 @@ from ..dictionary import DictionaryEntry, visible
 from ..durable_queue import DurableQueue
 from ..logs import RateLimited, event, report_crash, supervise
 from ..normalise import Sample
+from . import DeviceInfo, SinkContext
 
 log = logging.getLogger("edgegw.influxdb")
 STREAM = "influxdb"
@@ -116,8 +117,13 @@ class DeviceLines:
 
 
 class InfluxSink:
-    def __init__(self, settings: InfluxSettings, queue: DurableQueue, tls_path: Any = None):
+    name = "influxdb"
+
+    def __init__(
+        self, settings: InfluxSettings, queue: DurableQueue, tls_path: Any = None, gateway_id: str = ""
+    ):
         self.s = settings
+        self.gateway_id = gateway_id
         self.queue = queue
         self._devices: dict[str, DeviceLines] = {}
         self._lines: list[str] = []
@@ -141,13 +147,31 @@ class InfluxSink:
         )
         self.write_api = self.client.write_api(write_options=SYNCHRONOUS)
 
-    def add_device(
-        self, device: str, measurement: str, tags: dict[str, str], entries: list[DictionaryEntry]
-    ) -> None:
-        self._devices[device] = DeviceLines(measurement, tags, entries, self.s.max_classification)
+    def add_device(self, info: DeviceInfo) -> None:
+        tags = {str(k): str(v) for k, v in info.location.items()}
+        tags.update(gateway=self.gateway_id, device=info.id)
+        self._devices[info.id] = DeviceLines(
+            info.model or info.id, tags, info.points, self.s.max_classification
+        )
 
-    def remove_device(self, device: str) -> None:
+    def remove_device(self, device: str, reason: str = "") -> None:
         self._devices.pop(device, None)
+
+    def device_status(self, device: str, state: str, reason: str | None) -> None:
+        return None  # InfluxDB gets values; a device's state is in its points' quality
+
+    def publish_event(self, suffix: str, body: dict[str, Any]) -> None:
+        return None
+
+    def problem(self) -> str | None:
+        return None if self.healthy or not self.failures else f"InfluxDB writes failing: {self.last_error}"
+
+    async def replace(self, settings: InfluxSettings, ctx: SinkContext) -> InfluxSink:
+        """Stop (what is queued stays queued for the successor) and start anew."""
+        await self.stop([], flush_timeout=0)
+        sink = create(settings, ctx)
+        sink._devices.update(self._devices)
+        return sink
 
     def submit(self, sample: Sample) -> None:
         dev = self._devices.get(sample.device)
@@ -275,7 +299,7 @@ class InfluxSink:
             queued_batches=self.queue.depth_of(STREAM),
         )
 
-    async def stop(self, flush_timeout: float = 5.0) -> None:
+    async def stop(self, devices: list[str] | None = None, flush_timeout: float = 5.0) -> None:
         """Queue what is in memory, give the sender `flush_timeout` to write it, then stop."""
         self._spill()
         deadline = time.monotonic() + flush_timeout
@@ -300,3 +324,7 @@ def _network_reason(exc: BaseException) -> str:
     if "timed out" in text.lower():
         return "timed out"
     return text.split("\n", 1)[0][:200]
+
+
+def create(settings: InfluxSettings, ctx: SinkContext) -> InfluxSink:
+    return InfluxSink(settings, ctx.queue, ctx.relative, ctx.gateway_id)

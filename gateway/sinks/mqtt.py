@@ -1,16 +1,16 @@
 """MQTT sink (paho-mqtt): topics and payloads of DESIGN.md section 5, with store-and-forward.
 
 Every `data` message is committed to the durable queue, with its `seq`, before it is handed
-to paho; it is deleted when the broker's PUBACK arrives. At most `buffer.inflight` messages
+to paho; it is deleted when the broker's PUBACK arrives. At most `northbound.mqtt.inflight` messages
 are with paho at once, so a broker outage grows the file on disk, not the process memory.
 paho keeps the in-flight window across reconnects and resends it (flagged DUP); a restart
 resends everything still in the queue. The guarantee is at-least-once, and `seq` lets a
 consumer drop the duplicates.
 
 After a (re)connect the queue is sent in two lanes. What was queued before the connect is the
-backlog: it is replayed oldest first at `buffer.replay_rate` messages per second. What is
+backlog: it is replayed oldest first at `replay_rate` messages per second. What is
 queued after the connect is live and goes out at once, so fresh values are not starved behind
-an outage's backlog (`buffer.replay: ordered` makes live data wait instead). Each lane keeps
+an outage's backlog (`replay: ordered` makes live data wait instead). Each lane keeps
 the per-device order of `seq`.
 
 Reconnects back off exponentially from `reconnect_min` to `reconnect_max` with jitter (each
@@ -26,6 +26,7 @@ acknowledged is still in the gateway's queue.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import socket
@@ -34,20 +35,21 @@ import ssl
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 import orjson
 import paho.mqtt.client as paho
-from edgegw.drivers.base import LatencyHistogram
+from edgegw.drivers.base import LatencyHistogram, WriteFailed
 from paho.mqtt.enums import CallbackAPIVersion
 
 from .. import __version__
 from ..config.schema import MqttSettings
-from ..dictionary import DictionaryEntry, visible
+from ..dictionary import visible
 from ..durable_queue import DurableQueue
 from ..logs import RateLimited, event, report_crash
 from ..normalise import Sample
+from ..writeback import WriteRejected, write_error
+from . import DeviceInfo, SinkContext, WritePoint
 
 log = logging.getLogger("edgegw.mqtt")
 STREAM = "mqtt"
@@ -81,15 +83,19 @@ def now_ms() -> int:
 
 
 class MqttSink:
+    name = "mqtt"
+
     def __init__(
         self,
         settings: MqttSettings,
         gateway_id: str,
         queue: DurableQueue,
         tls_path: Any = None,
-        on_command: Callable[[str, bytes], None] | None = None,
+        write: WritePoint | None = None,
+        commit_interval: float = 0.02,
     ):
         self.s = settings
+        self.commit_interval = commit_interval
         self.gateway_id = gateway_id
         self.queue = queue
         self.prefix = f"{settings.topic_prefix}/{gateway_id}"
@@ -102,7 +108,10 @@ class MqttSink:
         self._sampled_at: dict[int, int] = {}  # paho mid -> the data message's ts (poll end, ms)
         self.publish_latency = LatencyHistogram()
         self.sample_latency = LatencyHistogram()  # poll end -> broker acknowledgement
-        self.on_command = on_command if settings.commands else None
+        # P/G/<device>/set requests are taken only with commands: true
+        self.write = write
+        self.on_command = self._on_command if settings.commands and write is not None else None
+        self._commands: set[asyncio.Task[None]] = set()
         self.commands = 0
         self._live_cursor = 0  # last row handed to paho in the live lane
         self._replay_cursor = 0  # last row handed to paho in the backlog lane
@@ -137,7 +146,7 @@ class MqttSink:
             clean_session=True,
             protocol=paho.MQTTv311,
         )
-        client.max_inflight_messages_set(min(s.buffer.inflight, 65535))
+        client.max_inflight_messages_set(min(s.inflight, 65535))
         client.reconnect_delay_set(min_delay=s.reconnect_min, max_delay=s.reconnect_min)  # type: ignore[arg-type]
         if s.username:
             client.username_pw_set(s.username, s.password.get_secret_value() if s.password else None)
@@ -264,10 +273,11 @@ class MqttSink:
 
     # ---- the gateway side (event loop thread) ----
 
-    def add_device(self, device: str, meta: dict[str, Any], entries: list[DictionaryEntry]) -> None:
-        allowed = [e for e in entries if visible(e, self.s.max_classification)]
+    def add_device(self, info: DeviceInfo) -> None:
+        device = info.id
+        allowed = [e for e in info.points if visible(e, self.s.max_classification)]
         self._visible[device] = frozenset(e.id for e in allowed)
-        body = dict(meta)
+        body: dict[str, Any] = {"model": info.model, "protocol": info.protocol, "location": info.location}
         body["points"] = {e.id: e.meta() for e in allowed}
         payload = _json(body)
         self._meta[device] = payload
@@ -329,7 +339,7 @@ class MqttSink:
         self._task.add_done_callback(report_crash)
 
     async def _run(self) -> None:
-        interval = self.s.buffer.commit_interval
+        interval = self.commit_interval
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -404,12 +414,12 @@ class MqttSink:
                 logging.INFO,
                 "replaying the backlog",
                 messages=backlog,
-                rate=self.s.buffer.replay_rate or "unlimited",
-                order=self.s.buffer.replay,
+                rate=self.s.replay_rate or "unlimited",
+                order=self.s.replay,
             )
 
     def _replay_budget(self, room: int) -> int:
-        rate = self.s.buffer.replay_rate
+        rate = self.s.replay_rate
         if rate <= 0:
             return room
         now = time.monotonic()
@@ -423,7 +433,7 @@ class MqttSink:
     def _pump(self) -> None:
         if not self.connected:
             return
-        room = self.s.buffer.inflight - len(self._inflight)
+        room = self.s.inflight - len(self._inflight)
         if room <= 0:
             return
         if self._replaying:
@@ -440,9 +450,9 @@ class MqttSink:
                     self._replay_cursor = row_id
                 if len(rows) < budget and self._replay_cursor >= (rows[-1][0] if rows else 0):
                     self._end_replay()
-            if self.s.buffer.replay == "ordered" and self._replaying:
+            if self.s.replay == "ordered" and self._replaying:
                 return
-            room = self.s.buffer.inflight - len(self._inflight)
+            room = self.s.inflight - len(self._inflight)
             if room <= 0:
                 return
         for row_id, topic, body in self.queue.after(STREAM, self._live_cursor, room):
@@ -488,6 +498,58 @@ class MqttSink:
         self.client.disconnect()
         self.client.loop_stop()
 
+    def _on_command(self, device: str, payload: bytes) -> None:
+        task = asyncio.create_task(self._command(device, payload), name=f"set-{device}")
+        self._commands.add(task)
+        task.add_done_callback(self._commands.discard)
+
+    async def _command(self, device: str, payload: bytes) -> None:
+        """P/G/D/set {"id":"r1","points":{"setpoint":220.0}} -> P/G/D/set/result."""
+        req_id: object = None
+        errors: list[str] = []
+        try:
+            req = json.loads(payload)
+            if not isinstance(req, dict) or not isinstance(req.get("points"), dict) or not req["points"]:
+                raise ValueError('expected {"id": "...", "points": {"<point>": <value>, ...}}')
+            req_id = req.get("id")
+            if not isinstance(req_id, str | int | None) or isinstance(req_id, bool):
+                req_id = None
+                raise ValueError('"id" must be a string or a number')
+            if isinstance(req_id, str) and len(req_id) > 200:
+                req_id = req_id[:200]
+                raise ValueError('"id" is longer than 200 characters')
+        except (ValueError, RecursionError) as exc:  # RecursionError: nesting too deep to parse
+            errors.append(f"bad request: {str(exc)[:200] or 'nested too deeply'}")
+        else:
+            for point, value in req["points"].items():
+                try:
+                    await self.write(device, str(point), value, f"mqtt id={req_id}", "mqtt")
+                except Exception as exc:
+                    errors.append(f"{point}: {write_error(exc)[1]}")
+                    if not isinstance(exc, WriteRejected | WriteFailed | TimeoutError):
+                        log.error(
+                            "write failed with an internal error",
+                            exc_info=exc,
+                            extra={"fields": {"device": device, "point": point, "via": "mqtt"}},
+                        )
+        body: dict[str, Any] = {"id": req_id, "ok": not errors}
+        if errors:
+            body["error"] = "; ".join(errors)
+            event(log, logging.WARNING, "set refused", device=device, id=req_id, error=body["error"][:500])
+        self.publish_event(f"{device}/set/result", body)
+
+    def problem(self) -> str | None:
+        return None if self.connected else "MQTT broker not connected"
+
+    async def replace(self, settings: MqttSettings, ctx: SinkContext) -> MqttSink:
+        """A new client on the same queue, with the devices' statuses and counters carried over."""
+        await self.detach()
+        sink = create(settings, ctx)
+        sink.adopt(self)
+        sink._meta.update(self._meta)
+        sink._visible.update(self._visible)
+        return sink
+
     def adopt(self, old: MqttSink) -> None:
         """Carry the devices' last statuses over from the sink this one replaces."""
         self._status.update(old._status)
@@ -497,6 +559,8 @@ class MqttSink:
 
     async def stop(self, devices: list[str]) -> None:
         """Flush what can be flushed within `flush_timeout`, set statuses offline, disconnect."""
+        for command in self._commands:
+            command.cancel()
         if self._task is not None:
             self._task.cancel()
         deadline = time.monotonic() + self.s.flush_timeout
@@ -524,3 +588,9 @@ class MqttSink:
         remaining = self.queue.depth_of(STREAM)
         if remaining:
             event(log, logging.INFO, "messages kept in the queue for the next start", count=remaining)
+
+
+def create(settings: MqttSettings, ctx: SinkContext) -> MqttSink:
+    return MqttSink(
+        settings, ctx.gateway_id, ctx.queue, ctx.relative, ctx.write, commit_interval=ctx.commit_interval
+    )
