@@ -96,12 +96,27 @@ class Driver(Protocol):
     latency: LatencyHistogram  # round trip of each request to the device
     request_count: int
     error_count: int
-    timeout: float  # seconds one request may take; a write is given twice that, plus a second
-    # per point, the device's own timestamp of the last value read (OPC UA SourceTimestamp),
-    # in configuration order; None: the device gives none and the gateway's time is used
-    source_ts: list[int | None] | None
-    frame_errors: Mapping[str, int]  # malformed frames by kind (line protocols); empty if none
-    stream: bool  # True: the device sends on its own and the driver is a StreamDriver
+
+    @property
+    def timeout(self) -> float:
+        """Seconds one request may take; a write is given twice that, plus a second."""
+        ...
+
+    @property
+    def source_ts(self) -> list[int | None] | None:
+        """Per point, the device's own timestamp of the last value read (OPC UA SourceTimestamp),
+        in configuration order; None: the device gives none and the gateway's time is used."""
+        ...
+
+    @property
+    def frame_errors(self) -> Mapping[str, int]:
+        """Malformed frames by kind (line protocols); empty when the protocol has none."""
+        ...
+
+    @property
+    def stream(self) -> bool:
+        """True: the device sends on its own and the driver is a StreamDriver."""
+        ...
 
     async def connect(self) -> None: ...
 
@@ -123,7 +138,10 @@ class StreamDriver(Driver, Protocol):
     """A driver whose device sends when it has something (`stream` is True): a line-protocol
     instrument, an OPC UA subscription. The scheduler takes samples instead of polling."""
 
-    idle_timeout: float | None  # no sample this long means offline; None: silence is normal
+    @property
+    def idle_timeout(self) -> float | None:
+        """No sample this long means offline; None: silence is normal."""
+        ...
 
     async def next_sample(self, timeout: float | None) -> tuple[list[object], int] | None:
         """The next values (as `read` returns them) and the time they arrived (ms since the

@@ -10,7 +10,7 @@ a configured device needs it. `docs/adding-a-protocol.md` walks through a whole 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -87,9 +87,11 @@ Target = TcpTarget | PortTarget
 
 class Simulator(Protocol):
     """A running simulator: one server, bus or instrument, serving one or more devices.
-    `devices` maps device ids to objects with a `fault` (the control API sets it)."""
+    `devices` holds objects with an `id`, a `fault` and the `faults` they take (the control API
+    sets them)."""
 
-    devices: dict[str, Any]
+    @property
+    def devices(self) -> Mapping[Any, Any]: ...
 
     def describe(self) -> list[str]:
         """One line per device for `edgegw simulate`'s output: what it is and where it answers."""
@@ -160,8 +162,6 @@ class ProtocolPlugin(Protocol):
         """What `doctor` should check to see whether the device is reachable."""
         ...
 
-    def add_commands(
-        self, sub: argparse._SubParsersAction[argparse.ArgumentParser], load: Callable[[str], Any]
-    ) -> None:
+    def add_commands(self, sub: argparse._SubParsersAction[Any], load: Callable[[str], Any]) -> None:
         """Add protocol-specific subcommands to the `edgegw` CLI (`browse` for OPC UA)."""
         ...

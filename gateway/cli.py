@@ -7,11 +7,15 @@ import asyncio
 import json
 import sys
 from collections import Counter
+from typing import TYPE_CHECKING, NoReturn
 
 from . import __version__
 
+if TYPE_CHECKING:
+    from .config import LoadedConfig
 
-def _load(path: str):  # type: ignore[no-untyped-def]
+
+def _load(path: str) -> LoadedConfig:
     from .config import ConfigError, load_config
 
     try:
@@ -150,8 +154,8 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         print("edgegw: simulate needs -c FILE (or --idnode --port N)", file=sys.stderr)
         return 2
     loaded = _load(args.config)
-    spec = runner.idnode_from_config(loaded, templates, args.bind)
-    return asyncio.run(runner.run(loaded, args.bind, args.control, args.period, spec))
+    from_config = runner.idnode_from_config(loaded, templates, args.bind)
+    return asyncio.run(runner.run(loaded, args.bind, args.control, args.period, from_config))
 
 
 def cmd_id(args: argparse.Namespace) -> int:
@@ -161,7 +165,7 @@ def cmd_id(args: argparse.Namespace) -> int:
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # exit 2 with one line, as argparse does, plus usage
+    def error(self, message: str) -> NoReturn:  # exit 2 with one line, as argparse does, plus usage
         self.print_usage(sys.stderr)
         print(f"edgegw: {message}", file=sys.stderr)
         raise SystemExit(2)

@@ -7,7 +7,7 @@ model point overrides only the fields it gives; any other entry adds a point.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from .config.source import Path_
 
@@ -80,7 +80,7 @@ def merge_points(
     if model is not None:
         seen: dict[str, int] = {}
         for i, p in enumerate(model.points):
-            path = ("models", model_id or "", "points", i)
+            path: Path_ = ("models", model_id or "", "points", i)
             if p.id in seen:
                 problems.append(((*path, "id"), f"duplicate point id '{p.id}' (also points[{seen[p.id]}])"))
                 continue
@@ -117,11 +117,11 @@ def merge_points(
         entries.append(
             DictionaryEntry(
                 id=pid,
-                name=dict(name or {}),
+                name=dict(cast(dict[str, str], name or {})),
                 address=address,  # type: ignore[arg-type]
                 origin=origin,
                 path=paths[pid],
-                **{k: v for k, v in values.items() if k in _ENTRY_FIELDS},
+                **cast(dict[str, Any], {k: v for k, v in values.items() if k in _ENTRY_FIELDS}),
             )
         )
     return entries, problems

@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 
 
 def _buckets(h: LatencyHistogram) -> list[tuple[str, float]]:
-    out, total = [], 0
+    out: list[tuple[str, float]] = []
+    total = 0
     for bound, n in zip(h.bounds, h.counts, strict=False):
         total += n
         out.append((f"{bound:g}", total))
@@ -250,7 +251,7 @@ class GatewayCollector:
 
 def registry_for(gw: Gateway) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(GatewayCollector(gw))  # type: ignore[arg-type]
+    registry.register(GatewayCollector(gw))
     ProcessCollector(registry=registry)
     return registry
 

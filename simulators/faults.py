@@ -76,6 +76,7 @@ class OnPty:
     """A simulator behind a pty pair: its adapter can be pulled and plugged back."""
 
     plugged: bool
+    path: str  # the port the gateway opens
     start: Callable[[], Awaitable[None]]  # of the class it is mixed into
     stop: Callable[[], Awaitable[None]]
 

@@ -68,7 +68,7 @@ def control_app(sims: list[Simulator]) -> Any:
     def list_devices() -> dict[str, Any]:
         return {
             i: {
-                "port": s.path if isinstance(s, OnPty) else s.port,
+                "port": s.path if isinstance(s, OnPty) else getattr(s, "port", None),
                 "unit_id": d.unit_id,
                 "fault": d.fault.mode,
                 "faults": list(d.faults),
@@ -159,7 +159,7 @@ async def _serve_http(app: Any, host: str, port: int) -> tuple[Any, asyncio.Task
     import uvicorn
 
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]  # uvicorn < 0.29 calls it
     task = asyncio.create_task(server.serve())
     for _ in range(200):
         if server.started:

@@ -342,8 +342,8 @@ def test_the_runner_reports_wrong_answers_as_bad_points_and_refused_writes() -> 
     """Under the scheduler: the device stays online, its points are bad with the reason, no
     internal error is counted, and a write's failure maps to 502 with the device's fault."""
     entries = [
-        DictionaryEntry("flow", "uint32", modbus="hr:100"),
-        DictionaryEntry("door", "bool", modbus="hr:5.3", access="rw"),
+        DictionaryEntry("flow", "uint32"),
+        DictionaryEntry("door", "bool", access="rw"),
     ]
     points = [RegisterPoint("flow", "hr", 100, "uint32"), BIT]
 

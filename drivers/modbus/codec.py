@@ -108,11 +108,11 @@ class BlockDecoder:
         if p.type == "string":
             n = (p.length or 1) * 2
             if p.byte_order in ("BADC", "DCBA"):
-                return f"{n}s", lambda raw: _string_from(bytes(_swap_pairs(raw)))  # type: ignore[arg-type]
+                return f"{n}s", lambda raw: _string_from(bytes(_swap_pairs(raw)))
             return f"{n}s", _string_from  # type: ignore[return-value]
         if p.bit is not None:
             mask = 1 << p.bit
-            return "H", lambda v: bool(v & mask)  # type: ignore[operator]
+            return "H", lambda v: bool(v & mask)
         if p.type == "bool":
             return "H", bool
         code = _FMT[p.type]

@@ -114,12 +114,12 @@ class ModbusDriver(DriverBase):
     def _read_call(area: str, start: int, count: int, unit: int) -> Callable[[Any], Awaitable[Any]]:
         def call(c: Any) -> Awaitable[Any]:
             if area == "hr":
-                return c.read_holding_registers(start, count=count, device_id=unit)  # type: ignore[no-any-return]
+                return c.read_holding_registers(start, count=count, device_id=unit)
             if area == "ir":
-                return c.read_input_registers(start, count=count, device_id=unit)  # type: ignore[no-any-return]
+                return c.read_input_registers(start, count=count, device_id=unit)
             if area == "co":
-                return c.read_coils(start, count=count, device_id=unit)  # type: ignore[no-any-return]
-            return c.read_discrete_inputs(start, count=count, device_id=unit)  # type: ignore[no-any-return]
+                return c.read_coils(start, count=count, device_id=unit)
+            return c.read_discrete_inputs(start, count=count, device_id=unit)
 
         return call
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from edgegw.drivers.plugin import BusClaim, Checked, Context, Path_, Simulator, Target, TcpTarget
 
@@ -16,9 +16,6 @@ if TYPE_CHECKING:
     from edgegw.gateway.config.base import DeviceBase
     from edgegw.gateway.dictionary import DictionaryEntry
     from pydantic import BaseModel
-
-# modes of the simulator's control API (see simulator.py)
-FAULTS = ("none", "silent", "exception", "drop", "slow", "garbage", "partial", "crc")
 
 
 class ModbusPlugin:
@@ -107,6 +104,8 @@ class ModbusPlugin:
         return sims
 
     def fault_modes(self) -> tuple[str, ...]:
+        from .simulator import FAULTS
+
         return FAULTS
 
     def doctor_target(self, ctx: Context, dev: DeviceBase) -> Target | None:
@@ -114,15 +113,13 @@ class ModbusPlugin:
             return TcpTarget(dev.connection.host, dev.connection.port)
         return None  # an RTU device's port is checked through its bus claim
 
-    def add_commands(
-        self, sub: argparse._SubParsersAction[argparse.ArgumentParser], load: Callable[[str], Any]
-    ) -> None:
+    def add_commands(self, sub: argparse._SubParsersAction[Any], load: Callable[[str], Any]) -> None:
         return None
 
 
 def line_settings(claim: BusClaim) -> tuple[int, int, str, float]:
-    baudrate, bytesize, parity, stopbits = claim.line
-    return (int(baudrate), int(bytesize), str(parity), float(stopbits))  # type: ignore[call-overload]
+    baudrate, bytesize, parity, stopbits = cast(tuple[int, int, str, float], claim.line)
+    return (int(baudrate), int(bytesize), str(parity), float(stopbits))
 
 
 PLUGIN = ModbusPlugin()

@@ -30,8 +30,6 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from .plugin import FAULTS
-
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
 _FC_AREA = {1: "co", 5: "co", 15: "co", 2: "di", 3: "hr", 6: "hr", 16: "hr", 22: "hr", 23: "hr", 4: "ir"}
@@ -43,6 +41,10 @@ class SimulatedPoint:
     entry: DictionaryEntry
     generator: ValueGenerator
     held: object = None  # a value written by a client, kept instead of the generated one
+
+
+# fault modes of the control API
+FAULTS = ("none", "silent", "exception", "drop", "slow", "garbage", "partial", "crc")
 
 
 @dataclass

@@ -27,35 +27,6 @@ def _fail(msg: str, code: int) -> int:
     return code
 
 
-def add_parsers(sub: Any, load: Any) -> None:
-    c = sub.add_parser("certs", help="the gateway's OPC UA application certificate")
-    csub = c.add_subparsers(dest="certs_command", required=True)
-    cc = csub.add_parser("create", help="make a self-signed application instance certificate and key")
-    cc.add_argument("-c", "--config", help="the gateway's config: data_dir/pki and its application URI")
-    cc.add_argument("--out", help="folder for edgegw.der and edgegw.pem (default data_dir/pki, or ./pki)")
-    cc.add_argument("--uri", help="application URI (default urn:edgegw:<gateway id>)")
-    cc.add_argument("--days", type=int, default=pki.DEFAULT_DAYS, help="validity (default 5 years)")
-    cc.add_argument("--force", action="store_true", help="replace an existing certificate and key")
-    cc.set_defaults(func=lambda a: cmd_certs(a, load))
-
-    b = sub.add_parser("browse", help="walk an OPC UA server and print a device model config for it")
-    b.add_argument("endpoint", help="opc.tcp://host:port")
-    b.add_argument("--root", default="i=85", help="node to start from (default the Objects folder, i=85)")
-    b.add_argument("--depth", type=int, default=6, help="levels below the root (default 6)")
-    b.add_argument("--model", help="model id to write (default from the root's or endpoint's name)")
-    b.add_argument("--device", default="opcua-1", help="device id of the example device")
-    b.add_argument("--security", metavar="POLICY:MODE", help="e.g. Basic256Sha256:SignAndEncrypt")
-    b.add_argument(
-        "-c", "--config", help="a gateway config whose data_dir/pki (certificate, trust list) to use"
-    )
-    b.add_argument("--pki", help="pki folder (default data_dir/pki with -c, else ./pki)")
-    b.add_argument("--server-certificate", help="trust exactly this server certificate (pinned)")
-    b.add_argument("--username", help="user name; the password is read from $OPCUA_PASSWORD or asked")
-    b.add_argument("--timeout", type=float, default=10.0)
-    b.add_argument("-o", "--output", help="write the YAML here instead of standard output")
-    b.set_defaults(func=lambda a: cmd_browse(a, load))
-
-
 # ---- certs ----
 
 

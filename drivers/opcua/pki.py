@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 CERT_NAME, KEY_NAME = "edgegw.der", "edgegw.pem"
-DEFAULT_DAYS = 5 * 365 + 1
+DEFAULT_DAYS = 5 * 365 + 1  # drivers/opcua/plugin.py CERT_DAYS: the same five years
 
 
 def application_uri(gateway_id: str) -> str:

@@ -37,27 +37,38 @@ def _id_problem(string: str) -> str | None:
             return f"'{el}' is not key=value"
         k, v = el.split("=", 1)
         k = k.strip()
-        try:
-            if k in ("ns", "srv"):
-                int(v.strip())
-            elif k == "i":
-                int(v.strip())
-                identified = True
-            elif k == "s":
-                identified = True
-                elements = []  # a string identifier takes the rest, semicolons and all
-            elif k == "g":
+        if k in ("ns", "srv", "i"):
+            if not _is_int(v):
+                return f"{k}={v}: {k}= takes a whole number"
+            identified = identified or k == "i"
+        elif k == "s":
+            identified = True
+            elements = []  # a string identifier takes the rest, semicolons and all
+        elif k == "g":
+            try:
                 uuid.UUID(f"urn:uuid:{v}")
-                identified = True
-            elif k == "b":
-                if v[0:2] == "0x":
+            except ValueError:
+                return f"g={v}: not a GUID (8-4-4-4-12 hexadecimal digits)"
+            identified = True
+        elif k == "b":
+            if v[0:2] == "0x":
+                try:
                     bytes.fromhex(v[2:])
-                else:
-                    try:
-                        b64decode(v.encode("ascii"))
-                    except (binascii.Error, ValueError):
-                        v.encode("ascii")  # kept as the bytes themselves, if ASCII
-                identified = True
-        except ValueError as exc:  # UnicodeEncodeError is a ValueError
-            return f"{k}={v}: {exc}"
+                except ValueError:
+                    return f"b={v}: not hexadecimal bytes after 0x"
+            else:
+                try:
+                    b64decode(v.encode("ascii"))
+                except (binascii.Error, ValueError):
+                    if not v.isascii():  # anything else ASCII is kept as the bytes themselves
+                        return f"b={v}: neither base64 nor ASCII"
+            identified = True
     return None if identified else "no identifier (i=, s=, g= or b=)"
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text.strip())
+    except ValueError:
+        return False
+    return True

@@ -110,9 +110,7 @@ class SerialPlugin:
         assert isinstance(dev, SerialDevice)
         return PortTarget(ctx.port_path(dev.connection.port))
 
-    def add_commands(
-        self, sub: argparse._SubParsersAction[argparse.ArgumentParser], load: Callable[[str], Any]
-    ) -> None:
+    def add_commands(self, sub: argparse._SubParsersAction[Any], load: Callable[[str], Any]) -> None:
         return None
 
 

@@ -89,6 +89,7 @@ class PollSettings(Strict):
 
 
 class DeviceBase(Strict):
+    protocol: str  # each plugin's device model narrows it to its Literal, the schema's discriminator
     id: str = Field(pattern=DEVICE_ID)
     model: str | None = Field(None, description="a key of models:")
     description: str | None = None
@@ -105,4 +106,4 @@ class SerialLine(Strict):
     baudrate: int = Field(9600, ge=50, le=4_000_000)
     bytesize: Literal[5, 6, 7, 8] = 8
     parity: Literal["N", "E", "O", "M", "S"] = "N"
-    stopbits: Literal[1, 1.5, 2] = 1
+    stopbits: Literal[1, 1.5, 2] = 1  # type: ignore[valid-type]  # a float Literal: pydantic takes it, PEP 586 not

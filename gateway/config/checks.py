@@ -50,7 +50,7 @@ def check(
             model = cfg.models.get(dev.model)
             if model is None and dev.model not in bad_models:
                 hint = difflib.get_close_matches(dev.model, list(cfg.models), n=1)
-                known = (
+                suggestion = (
                     f"did you mean '{hint[0]}'?"
                     if hint
                     else (
@@ -59,7 +59,7 @@ def check(
                         else "no models are defined"
                     )
                 )
-                problems.append(((*path, "model"), f"unknown model '{dev.model}'; {known}"))
+                problems.append(((*path, "model"), f"unknown model '{dev.model}'; {suggestion}"))
         # devices that take a model as it is share its merged, checked points (a plant has
         # hundreds of the same machine: this keeps validation and memory per model, not per device)
         key = None

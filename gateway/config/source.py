@@ -201,6 +201,7 @@ class _Reader:
         try:
             if isinstance(node, yaml.SequenceNode):
                 return [self.value(item, (*path, i), depth + 1) for i, item in enumerate(node.value)]
+            assert isinstance(node, yaml.MappingNode)  # scalars return above
             return self.mapping(node, path, depth)
         finally:
             self.open.discard(id(node))

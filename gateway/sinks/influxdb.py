@@ -138,7 +138,7 @@ class InfluxSink:
         resolve = tls_path or (lambda p: p)
         self.client = InfluxDBClient(
             url=settings.url,
-            token=settings.token.get_secret_value() if settings.token else None,
+            token=settings.token.get_secret_value() if settings.token else "",
             org=settings.org,
             timeout=int(settings.timeout * 1000),
             enable_gzip=True,
@@ -253,7 +253,7 @@ class InfluxSink:
                 bucket=self.s.bucket,
                 org=self.s.org,
                 record=body,
-                write_precision=WritePrecision.MS,
+                write_precision=WritePrecision.MS,  # type: ignore[arg-type]  # a str constant in the library
             )
         except ApiException as exc:
             self.failures += 1
@@ -271,7 +271,8 @@ class InfluxSink:
                 )
                 return None
             self._unhealthy(f"HTTP {status}: {reason}")
-            retry_after = (exc.headers or {}).get("Retry-After") if hasattr(exc, "headers") else None
+            headers: Any = getattr(exc, "headers", None) or {}
+            retry_after = headers.get("Retry-After")
             try:
                 return float(retry_after) if retry_after else 0.0
             except ValueError:

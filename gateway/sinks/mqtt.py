@@ -1,4 +1,4 @@
-"""MQTT sink (paho-mqtt): topics and payloads of DESIGN.md section 5, with store-and-forward.
+"""MQTT sink (paho-mqtt): the topics and payloads of the README's "MQTT contract", with store-and-forward.
 
 Every `data` message is committed to the durable queue, with its `seq`, before it is handed
 to paho; it is deleted when the broker's PUBACK arrives. At most `northbound.mqtt.inflight` messages
@@ -523,6 +523,7 @@ class MqttSink:
         else:
             for point, value in req["points"].items():
                 try:
+                    assert self.write is not None  # commands are taken only with a write path
                     await self.write(device, str(point), value, f"mqtt id={req_id}", "mqtt")
                 except Exception as exc:
                     errors.append(f"{point}: {write_error(exc)[1]}")
