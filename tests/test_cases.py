@@ -1,5 +1,6 @@
-"""Data-driven cases: tests/cases/<name>/config.yaml with either error.txt (the exact lines
-`edgegw validate` must print) or decode.json (registers in, engineering values out).
+"""Data-driven cases: <cases>/<name>/config.yaml with either error.txt (the exact lines
+`edgegw validate` must print) or decode.json (registers in, engineering values out), where
+<cases> is tests/cases (the core's) or a protocol plugin's drivers/<name>/cases.
 Adding a case is adding a folder."""
 
 from __future__ import annotations
@@ -18,14 +19,25 @@ from edgegw.drivers.registry import plugin_for
 from edgegw.gateway.config import load_config
 from edgegw.gateway.normalise import Normaliser
 
-CASES = Path(__file__).parent / "cases"
-ERROR_CASES = sorted(p.parent.name for p in CASES.glob("*/error.txt"))
-DECODE_CASES = sorted(p.parent.name for p in CASES.glob("*/decode.json"))
+ROOT = Path(__file__).resolve().parent.parent
+CASE_FOLDERS = [ROOT / "tests" / "cases", *sorted(ROOT.glob("drivers/*/cases"))]
+CASES = {
+    str(p.parent.relative_to(ROOT)): p.parent for folder in CASE_FOLDERS for p in folder.glob("*/config.yaml")
+}
+ERROR_CASES = sorted(n for n, p in CASES.items() if (p / "error.txt").exists())
+DECODE_CASES = sorted(n for n, p in CASES.items() if (p / "decode.json").exists())
+
+
+def test_every_plugin_has_cases() -> None:
+    from edgegw.drivers.registry import plugins
+
+    for plugin in plugins():
+        assert any(n.startswith(f"drivers/{plugin.name}/cases/") for n in CASES), plugin.name
 
 
 @pytest.mark.parametrize("name", ERROR_CASES)
 def test_config_error_case(name: str) -> None:
-    case = CASES / name
+    case = CASES[name]
     env = {k: v for k, v in os.environ.items() if k != "EDGEGW_TEST_UNSET_VARIABLE"}
     result = subprocess.run(
         [sys.executable, "-m", "edgegw.gateway.cli", "validate", "-c", "config.yaml"],
@@ -45,7 +57,7 @@ def test_config_error_case(name: str) -> None:
 
 @pytest.mark.parametrize("name", DECODE_CASES)
 def test_decode_case(name: str) -> None:
-    case = CASES / name
+    case = CASES[name]
     spec = json.loads((case / "decode.json").read_text())
     loaded = load_config(case / "config.yaml")
     resolved = next(r for r in loaded.devices if loaded.config.devices[r.index].id == spec["device"])

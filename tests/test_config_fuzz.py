@@ -3,7 +3,7 @@ config or raises ConfigError whose issues each render as one `FILE:LINE: key.pat
 line, and `edgegw validate` exits 0 or 2 without a traceback.
 
 Seeds are the shipped configs (configs/*.yaml with the model files they include) and the
-configs of tests/cases/. Each mutant is a copy of one seed, with its includes, in a folder of
+configs of tests/cases/ and drivers/*/cases/. Each mutant is a copy of one seed, with its includes, in a folder of
 its own, changed at the text level (lines deleted, duplicated, swapped or re-indented,
 characters and YAML fragments inserted, numbers and durations changed, `include:` changed,
 truncation, alias bombs, deep nesting, bad bytes) and/or at the structure level (loaded, a value
@@ -88,7 +88,7 @@ def _included(config: Path) -> list[Path]:
 
 def seeds() -> list[Seed]:
     configs = sorted((ROOT / "configs").glob("*.yaml")) + sorted(
-        (ROOT / "tests" / "cases").glob("*/config.yaml")
+        [*(ROOT / "tests" / "cases").glob("*/config.yaml"), *ROOT.glob("drivers/*/cases/*/config.yaml")]
     )
     out = []
     for config in configs:
