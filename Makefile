@@ -34,6 +34,7 @@ bench-smoke: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	BIN=$(BIN) scripts/typecheck
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis
