@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from edgegw.drivers.base import ABSENT, PointError, Uncertain
 
@@ -48,11 +49,31 @@ def _decimals(x: float) -> int:
     return len(frac)
 
 
+# per point: id, type, scaled, scale, offset, digits, is float32, is a float, range low, high
+_Step = tuple[str, str, bool, float, float, int | None, bool, bool, float | None, float | None]
+
+
 class Normaliser:
-    def __init__(self, entries: list[DictionaryEntry], publish: str = "always", heartbeat: float = 60.0):
+    def __init__(
+        self,
+        entries: list[DictionaryEntry],
+        publish: str = "always",
+        heartbeat: float = 60.0,
+        shared: dict[str, Any] | None = None,
+    ):
+        """`shared`: a dict kept by every device with these same `entries` (one model); the plan
+        derived from the entries is made once and kept there."""
         self.entries = entries
         self.on_change = publish == "on_change"
         self.heartbeat = heartbeat
+        self._last: list[tuple[object, str] | None] = [None] * len(entries)
+        self._last_full = -math.inf
+        self._plan: list[_Step]
+        self._deadband: list[float | None]
+        self._index: dict[str, int]
+        if shared is not None and "normalise" in shared:
+            self._plan, self._deadband, self._index = shared["normalise"]
+            return
         self._plan = []
         for e in entries:
             scaled = e.type in _NUMERIC and (e.scale != 1.0 or e.offset != 0.0)
@@ -76,8 +97,8 @@ class Normaliser:
             )
         self._deadband = [e.deadband for e in entries]
         self._index = {e.id: i for i, e in enumerate(entries)}
-        self._last: list[tuple[object, str] | None] = [None] * len(entries)
-        self._last_full = -math.inf
+        if shared is not None:
+            shared["normalise"] = (self._plan, self._deadband, self._index)
 
     def normalise(self, raw: list[object]) -> list[Reading]:
         out: list[Reading] = []

@@ -251,7 +251,7 @@ class Gateway:
         runner = DeviceRunner(
             group,
             plugin_for(dev.protocol).build_driver(loaded, dev, resolved.points, resolved.plan),
-            Normaliser(resolved.points, dev.publish, dev.heartbeat),
+            Normaliser(resolved.points, dev.publish, dev.heartbeat, resolved.shared),
             self._emit,
             self._status,
         )

@@ -3,13 +3,13 @@ a read plan that fits the planner's limits."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from edgegw.drivers.plugin import Path_, Problem
 
 from .address import AREA_NAMES, BIT_AREAS, READ_ONLY_AREAS, AddressError, ModbusAddress, parse_address
-from .codec import RegisterPoint
+from .codec import BlockDecoder, RegisterPoint
 from .planner import PlanError, ReadRequest, RegisterSpan, plan_reads
 
 if TYPE_CHECKING:
@@ -25,6 +25,9 @@ class ModbusPlan:
 
     registers: list[RegisterPoint]
     requests: list[ReadRequest]
+    # made for the first driver, shared by the rest; not part of what the plan is (a reload
+    # compares plans to see which devices changed)
+    decoders: list[BlockDecoder] | None = field(default=None, compare=False)
 
 
 def check_modbus(

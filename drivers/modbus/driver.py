@@ -45,6 +45,11 @@ def exception_reason(code: int) -> str:
     return f"modbus exception {code} ({EXCEPTION_NAMES.get(code, 'unknown')})"
 
 
+def decoders_for(points: Sequence[RegisterPoint], requests: list[ReadRequest]) -> list[BlockDecoder]:
+    """One decoder per read request, for the points it covers."""
+    return [BlockDecoder(r.start, r.count, [points[i] for i in r.points]) for r in requests]
+
+
 class ModbusDriver(DriverBase):
     def __init__(
         self,
@@ -55,8 +60,10 @@ class ModbusDriver(DriverBase):
         max_bits: int = 2000,
         max_gap: int = 16,
         requests: list[ReadRequest] | None = None,
+        decoders: list[BlockDecoder] | None = None,
     ):
-        """`requests`: the plan made when the config was checked; planned here without it."""
+        """`requests`: the plan made when the config was checked, planned here without it;
+        `decoders`: its decoders (stateless: devices of one model share them)."""
         self.unit_id, self.timeout = unit_id, timeout
         self.points = list(points)
         self._by_id = {p.id: p for p in self.points}
@@ -64,9 +71,7 @@ class ModbusDriver(DriverBase):
             spans = [RegisterSpan(p.area, p.offset, p.width) for p in self.points]
             requests = plan_reads(spans, max_registers, max_bits, max_gap)
         self.requests: list[ReadRequest] = requests
-        self._decoders = [
-            BlockDecoder(r.start, r.count, [self.points[i] for i in r.points]) for r in self.requests
-        ]
+        self._decoders = decoders if decoders is not None else decoders_for(self.points, self.requests)
         self._asked = [Request(READ_FUNCTION[r.area], r.area, r.start, r.count) for r in self.requests]
         self.request_count = 0
         self.error_count = 0

@@ -55,22 +55,25 @@ class ModbusPlugin:
         self, ctx: Context, dev: DeviceBase, points: list[DictionaryEntry], plan: object
     ) -> Driver:
         assert isinstance(dev, ModbusTcpDevice | ModbusRtuDevice) and isinstance(plan, ModbusPlan)
+        from .driver import decoders_for
+
         p = dev.planner
         limits = (p.max_registers, p.max_bits, p.max_gap)
+        if plan.decoders is None:  # stateless: the devices sharing this plan share them
+            plan.decoders = decoders_for(plan.registers, plan.requests)
+        shared = (plan.requests, plan.decoders)
         if isinstance(dev, ModbusTcpDevice):
             from .tcp import ModbusTcpDriver
 
             c = dev.connection
-            return ModbusTcpDriver(
-                c.host, c.port, c.unit_id, c.timeout, plan.registers, *limits, plan.requests
-            )
+            return ModbusTcpDriver(c.host, c.port, c.unit_id, c.timeout, plan.registers, *limits, *shared)
         from .rtu import ModbusRtuDriver, SerialBus
 
         line = dev.connection
         claim = self.bus_claim(ctx, dev)
         assert claim is not None
         bus = SerialBus.for_port(claim.port, line_settings(claim), line.inter_frame or 0.0)
-        return ModbusRtuDriver(bus, line.unit_id, line.timeout, plan.registers, *limits, plan.requests)
+        return ModbusRtuDriver(bus, line.unit_id, line.timeout, plan.registers, *limits, *shared)
 
     def simulators(
         self,

@@ -23,7 +23,7 @@ from pymodbus.client import AsyncModbusSerialClient
 
 from ..base import DeviceUnreachable
 from ..serial.port import line_setting, open_failure, port_problem
-from .codec import RegisterPoint
+from .codec import BlockDecoder, RegisterPoint
 from .driver import ModbusDriver
 from .planner import ReadRequest
 from .response import Request
@@ -148,8 +148,9 @@ class ModbusRtuDriver(ModbusDriver):
         max_bits: int = 2000,
         max_gap: int = 16,
         requests: list[ReadRequest] | None = None,
+        decoders: list[BlockDecoder] | None = None,
     ):
-        super().__init__(unit_id, timeout, points, max_registers, max_bits, max_gap, requests)
+        super().__init__(unit_id, timeout, points, max_registers, max_bits, max_gap, requests, decoders)
         self.bus = bus
         self._crc_error = False
 

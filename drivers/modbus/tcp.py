@@ -22,7 +22,7 @@ from typing import Any
 from pymodbus.client import AsyncModbusTcpClient
 
 from ..base import DeviceUnreachable
-from .codec import RegisterPoint
+from .codec import BlockDecoder, RegisterPoint
 from .driver import ModbusDriver, _short
 from .planner import ReadRequest
 from .response import BadResponse, Request, frame_problem
@@ -40,8 +40,9 @@ class ModbusTcpDriver(ModbusDriver):
         max_bits: int = 2000,
         max_gap: int = 16,
         requests: list[ReadRequest] | None = None,
+        decoders: list[BlockDecoder] | None = None,
     ):
-        super().__init__(unit_id, timeout, points, max_registers, max_bits, max_gap, requests)
+        super().__init__(unit_id, timeout, points, max_registers, max_bits, max_gap, requests, decoders)
         self.host, self.port = host, port
         self._client: AsyncModbusTcpClient | None = None
         self._pending: Request | None = None  # the request in progress

@@ -7,7 +7,8 @@ Each check adds to one list of problems so that `edgegw validate` reports every 
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from edgegw.drivers.plugin import Context
 from edgegw.drivers.registry import plugin_for
@@ -27,6 +28,9 @@ class ResolvedDevice:
     index: int
     points: list[DictionaryEntry]
     plan: object = None
+    # shared by the devices that share `points` and `plan` (one model, same settings): what the
+    # runtime derives from them once (the normaliser's plan), not once per device
+    shared: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 def check(
@@ -68,7 +72,7 @@ def check(
             key = None if own is None else (dev.protocol, dev.model, *own)
         if key is not None and key in shared:
             first = shared[key]
-            resolved.append(ResolvedDevice(i, first.points, first.plan))
+            resolved.append(ResolvedDevice(i, first.points, first.plan, first.shared))
             continue
         entries, merge_problems = merge_points(dev, path, model, dev.model, plugin.address_key)
         mine: list[tuple[Path_, str]] = list(merge_problems)

@@ -96,6 +96,7 @@ class MqttSink:
     ):
         self.s = settings
         self.commit_interval = commit_interval
+        self._interned: dict[object, Any] = {}  # equal meta payloads and point sets, kept once
         self.gateway_id = gateway_id
         self.queue = queue
         self.prefix = f"{settings.topic_prefix}/{gateway_id}"
@@ -276,10 +277,13 @@ class MqttSink:
     def add_device(self, info: DeviceInfo) -> None:
         device = info.id
         allowed = [e for e in info.points if visible(e, self.s.max_classification)]
-        self._visible[device] = frozenset(e.id for e in allowed)
+        ids = frozenset(e.id for e in allowed)
+        self._visible[device] = self._interned.setdefault(ids, ids)
         body: dict[str, Any] = {"model": info.model, "protocol": info.protocol, "location": info.location}
         body["points"] = {e.id: e.meta() for e in allowed}
         payload = _json(body)
+        # a plant's devices of one model mostly share their meta: one copy of it, not one each
+        payload = self._interned.setdefault(payload, payload)
         self._meta[device] = payload
         if self.connected:  # otherwise the connect publishes the latest
             self.client.publish(f"{self.prefix}/{device}/meta", payload, qos=1, retain=True)
