@@ -154,10 +154,6 @@ class ProtocolPlugin(Protocol):
         simulate."""
         ...
 
-    def fault_modes(self) -> tuple[str, ...]:
-        """The fault modes its simulators take through the control API."""
-        ...
-
     def doctor_target(self, ctx: Context, dev: DeviceBase) -> Target | None:
         """What `doctor` should check to see whether the device is reachable."""
         ...

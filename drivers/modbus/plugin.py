@@ -106,11 +106,6 @@ class ModbusPlugin:
         sims += [ModbusRtuSimulator(line, s, d) for line, (s, d) in sorted(by_line.items())]
         return sims
 
-    def fault_modes(self) -> tuple[str, ...]:
-        from .simulator import FAULTS
-
-        return FAULTS
-
     def doctor_target(self, ctx: Context, dev: DeviceBase) -> Target | None:
         if isinstance(dev, ModbusTcpDevice):
             return TcpTarget(dev.connection.host, dev.connection.port)

@@ -105,11 +105,6 @@ class OpcuaPlugin:
             for port, devs in sorted(by_endpoint.items())
         ]
 
-    def fault_modes(self) -> tuple[str, ...]:
-        from .simulator import OPCUA_FAULTS
-
-        return OPCUA_FAULTS
-
     def doctor_target(self, ctx: Context, dev: DeviceBase) -> Target | None:
         assert isinstance(dev, OpcuaDevice)
         rest = dev.connection.endpoint.split("://", 1)[-1].split("/", 1)[0]

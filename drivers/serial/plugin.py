@@ -1,5 +1,5 @@
 """The serial line-protocol plugin: `serial` instruments (scales, barcode readers, gauges)
-that print ASCII lines, streamed or polled (pyserial is not needed: termios directly)."""
+that print ASCII lines, streamed or polled (pyserial, imported when used)."""
 
 from __future__ import annotations
 
@@ -100,11 +100,6 @@ class SerialPlugin:
             except PatternError as exc:
                 raise ValueError(f"cannot simulate {dev.id}: {exc}") from None
         return out
-
-    def fault_modes(self) -> tuple[str, ...]:
-        from .simulator import SERIAL_FAULTS
-
-        return SERIAL_FAULTS
 
     def doctor_target(self, ctx: Context, dev: DeviceBase) -> Target | None:
         assert isinstance(dev, SerialDevice)
