@@ -7,7 +7,7 @@ from __future__ import annotations
 from edgegw.drivers.base import ABSENT, PointError
 from edgegw.drivers.serial.framing import Framer
 from edgegw.drivers.serial.lines import FrameRejected, LineParser, convert
-from edgegw.drivers.serial.port import unescape
+from edgegw.drivers.serialport import unescape
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 from pymodbus.client import AsyncModbusSerialClient
 
 from ..base import DeviceUnreachable
-from ..serial.port import line_setting, open_failure, port_problem
+from ..serialport import line_setting, open_failure, port_problem
 from .codec import BlockDecoder, RegisterPoint
 from .driver import ModbusDriver
 from .planner import ReadRequest

@@ -25,9 +25,9 @@ import serial
 from edgegw.gateway.logs import RateLimited
 
 from ..base import DeviceUnreachable, DriverBase, LatencyHistogram, WriteFailed
+from ..serialport import line_setting, open_failure, port_problem
 from .framing import Framer, Problem
 from .lines import FrameRejected, LineParser
-from .port import line_setting, open_failure, port_problem
 
 log = logging.getLogger("edgegw.serial")
 

@@ -22,8 +22,8 @@ from edgegw.drivers.plugin import (
 )
 from edgegw.gateway.config.source import short
 
+from ..serialport import unescape
 from .config import SerialDevice
-from .port import unescape
 
 if TYPE_CHECKING:
     from edgegw.drivers.base import Driver

@@ -27,7 +27,7 @@ import re._parser as sre  # the standard library's regex parser: to print lines 
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgegw.drivers.serial.port import unescape
+from edgegw.drivers.serialport import unescape
 from edgegw.gateway.dictionary import DictionaryEntry
 from edgegw.gateway.writeback import raw_value
 from edgegw.simulators.faults import Fault, OnPty, PtyPair

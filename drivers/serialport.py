@@ -1,6 +1,8 @@
-"""What every serial-port user needs: why a port cannot be opened, in words an engineer can act on.
+"""What every plugin on a serial port needs: why a port cannot be opened, in words an engineer
+can act on, and bytes from a config string.
 
-Shared by Modbus RTU (pymodbus' serial client) and the line-protocol driver (pyserial directly).
+Shared by the plugins on serial ports (Modbus RTU through pymodbus' serial client, line-protocol
+instruments through pyserial): it sits beside drivers/base.py, not in one plugin's folder.
 """
 
 from __future__ import annotations
