@@ -24,7 +24,7 @@ def port_problem(port: str) -> str | None:
 
 def open_failure(exc: BaseException) -> str:
     """The tail of a 'cannot open serial port' message for the exception raised by opening."""
-    args = getattr(exc, "args", ())
+    args: tuple[object, ...] = getattr(exc, "args", ())
     if isinstance(exc, termios.error) and len(args) == 2:
         return f": {str(args[1]).lower()} (the port refuses this line setting)"
     if len(args) == 2 and isinstance(args[0], int):  # pyserial: SerialException(errno, text)

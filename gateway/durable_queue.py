@@ -33,6 +33,7 @@ the write-ahead log is truncated to `WAL_LIMIT` after each checkpoint, so the fi
 
 from __future__ import annotations
 
+import builtins
 import logging
 import sqlite3
 import time
@@ -278,7 +279,7 @@ class DurableQueue:
         self.reserve.issue(name, value)
         return value
 
-    def append(self, stream: str, key: str, body: bytes) -> None:
+    def append(self, stream: str, key: str, body: builtins.bytes) -> None:
         self._pending.append((stream, key, body))
         self._pending_bytes += _row_size(key, body)
         if self._pending_bytes > self.max_pending_bytes:
@@ -503,15 +504,9 @@ class DurableQueue:
         args.append(limit)
         return self.db.execute(sql, args).fetchall()
 
-    def outcome_counts(self, stream: str) -> dict[str, int]:
-        rows = self.db.execute(
-            "SELECT state, count(*) FROM outcomes WHERE stream = ? GROUP BY state", (stream,)
-        )
-        return {state: n for state, n in rows}
-
     def after(
         self, stream: str, last_id: int, limit: int, upto: int | None = None
-    ) -> list[tuple[int, str, bytes]]:
+    ) -> list[tuple[int, str, builtins.bytes]]:
         """Committed messages of `stream` with last_id < id <= upto, oldest first."""
         if upto is None:
             return self.db.execute(

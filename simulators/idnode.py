@@ -408,7 +408,7 @@ def create_app(state: NodeState, store: Store) -> Any:
             return _fail(-1, "not logged in or the token has expired")
         body = await body_of(request)
         try:
-            t = Template.from_api(body)  # type: ignore[arg-type]
+            t = Template.from_api(body)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             return _fail(-2, f"invalid template: {exc}")
         if t.prefix not in state.users[user][1]:

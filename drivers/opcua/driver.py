@@ -416,12 +416,12 @@ class OpcuaDriver(DriverBase):
         for ev in events:
             if not isinstance(ev, DataChangeEvent):
                 continue
-            i = self._handles.get(ev.node.nodeid)
-            if i is None:
+            at = self._handles.get(ev.node.nodeid)
+            if at is None:
                 continue
             dv = ev.data.monitored_item.Value
-            values[i] = to_point(dv, self.points[i].type)
-            self.source_ts[i] = source_ms(dv)
+            values[at] = to_point(dv, self.points[at].type)
+            self.source_ts[at] = source_ms(dv)
         self.request_count += 1
         return values, time.time_ns() // 1_000_000
 

@@ -166,7 +166,7 @@ class OpcuaSimulator:
         self.loop = asyncio.get_running_loop()
         sec = self.security or ServerSecurity(none=True)
         users = _Users(sec.passwords, [pki.load_der(p) for p in sec.user_certificates])
-        server = Server(user_manager=users)  # type: ignore[arg-type]
+        server = Server(user_manager=users)
         await server.init()
         server.set_endpoint(self.endpoint)
         server.set_server_name("edgegw simulator")

@@ -61,7 +61,7 @@ class SerialLineDriver(DriverBase):
         self.idle_timeout = idle_timeout  # stream mode: no valid frame this long means offline
         self.request_count = 0  # valid frames received
         self.error_count = 0  # frames rejected, for any reason
-        self.frame_errors = dict.fromkeys(FRAME_ERRORS, 0)
+        self.frame_errors: dict[str, int] = dict.fromkeys(FRAME_ERRORS, 0)
         self.last_rejected: str | None = None
         self.latency = LatencyHistogram()  # poll mode: request to answer
         self._serial: serial.Serial | None = None

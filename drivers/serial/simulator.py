@@ -23,7 +23,7 @@ import contextlib
 import logging
 import os
 import re
-import re._parser as sre  # the standard library's regex parser: to print lines a pattern matches
+import re._parser as sre  # type: ignore[import-not-found]  # the standard library's regex parser: to print lines a pattern matches
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,7 +137,8 @@ class LinePrinter:
             self._names = {i: n for n, i in parsed.state.groupdict.items()}
         self.encoding = f.encoding
         self.start = unescape(f.start) if f.start else b""
-        self.end = unescape(f.terminator or f.end) if (f.terminator or f.end) else b""
+        end = f.terminator or f.end
+        self.end = unescape(end) if end else b""
         self.length = f.length
         self.max_line = f.max_line
         self._chosen: dict[str, int] = {}

@@ -44,7 +44,7 @@ class ApiServer:
             ssl_keyfile=str(tls_path(s.tls.key)) if s.tls else None,
         )
         self.server = uvicorn.Server(config)
-        self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self.server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]  # uvicorn < 0.29 calls it
         self._task: asyncio.Task[None] | None = None
 
     @property
