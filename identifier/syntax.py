@@ -1,4 +1,4 @@
-"""Identifier syntax (DESIGN.md section 6): `PREFIX/SUFFIX`, checked before anything is sent.
+"""Identifier syntax (the README's "Identifiers"): `PREFIX/SUFFIX`, checked before anything is sent.
 
 PREFIX: dot-separated numeric segments (`88.118.8`: country or system, industry, enterprise),
 at most 64 characters. SUFFIX: 1-128 characters of letters, digits and `-_.:`, not starting or

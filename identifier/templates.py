@@ -1,4 +1,4 @@
-"""Identifier templates and the values registered under them (DESIGN.md section 6).
+"""Identifier templates and the values registered under them (the README's "Identifiers").
 
 A node accepts a registration only if every value's `index`/`type` pair is an item of the
 template named by `templateVersion`, every required item is present, each value's length is

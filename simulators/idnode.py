@@ -1,4 +1,4 @@
-"""A secondary resolution node simulator (DESIGN.md section 6), FastAPI over one SQLite store.
+"""A secondary resolution node simulator (the node side of the README's "Identifiers"), FastAPI over one SQLite store.
 
 It serves the `snms` routes (JSON envelope {status, message, data}, HTTP 200 for business
 outcomes, Bearer tokens that expire) and the Handle.Net REST routes (`/api/handles/{handle}`,
@@ -192,9 +192,342 @@ def _values(raw: Any) -> tuple[list[Value] | None, str | None]:
     return out, None
 
 
+class Node:
+    """What the routes share: the node's state and store, one writer at a time, and the node's
+    rules for a registration."""
+
+    def __init__(self, state: NodeState, store: Store):
+        self.state, self.store = state, store
+        self.lock = asyncio.Lock()  # one writer at a time keeps batches atomic on the one connection
+
+    async def body_of(self, request: Request) -> Any:
+        try:
+            return await request.json()
+        except ValueError:
+            return None
+
+    def user_of(self, request: Request) -> str | None:
+        auth = request.headers.get("authorization", "")
+        if not auth.startswith("Bearer "):
+            return None
+        entry = self.state.tokens.get(auth[7:])
+        if entry is None or entry[1] < time.monotonic():
+            return None
+        return entry[0]
+
+    async def faulted(self) -> tuple[bool, bool]:
+        """(fail now with 500, answer 504 after applying)."""
+        f = self.state.faults
+        if f.latency:
+            await asyncio.sleep(f.latency)
+        return self.state.rng.random() < f.error_rate, self.state.rng.random() < f.timeout_rate
+
+    def check(
+        self, user: str, handle: Any, template: Any, raw_values: Any, must_template: bool = True
+    ) -> tuple[str | None, list[Value]]:
+        """Every node rule for one registration; returns (problem, values)."""
+        if not isinstance(handle, str):
+            return "handle is required", []
+        try:
+            ident = parse(handle)
+        except IdentifierError as exc:
+            return f"invalid handle: {exc}", []
+        if ident.prefix not in self.state.users[user][1]:
+            return f"no permission for prefix {ident.prefix}", []
+        values, problem = _values(raw_values)
+        if problem or values is None:
+            return problem, []
+        problems = value_problems(values)
+        if must_template:
+            t = self.store.template(ident.prefix, str(template)) if template is not None else None
+            if t is None:
+                return f"template {template} does not exist for prefix {ident.prefix}", values
+            problems += t.problems(values)
+        return ("; ".join(problems) if problems else None), values
+
+    def write(self, handle: str, template: Any, raw_values: list[Any], update: bool) -> None:
+        now = time.time_ns() // 1_000_000
+        ident = parse(handle)
+        if update:
+            self.store.db.execute(
+                "UPDATE handles SET template = ?, value = ?, updated = ? WHERE key = ?",
+                (template, json.dumps(raw_values), now, ident.key),
+            )
+        else:
+            self.store.db.execute(
+                "INSERT INTO handles (key, handle, prefix, template, value, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (ident.key, handle, ident.prefix, template, json.dumps(raw_values), now, now),
+            )
+
+    def apply(self, user: str, item: Any, update: bool) -> str | None:
+        """Register or update one item under every node rule; the problem, or None if done."""
+        item = item if isinstance(item, dict) else {}
+        handle = item.get("handle")
+        problem, _ = self.check(user, handle, item.get("templateVersion"), item.get("value"))
+        if problem:
+            return problem
+        exists = self.store.get(handle) is not None
+        if exists and not update:
+            return f"handle {handle} already exists"
+        if not exists and update:
+            return f"handle {handle} does not exist"
+        self.write(handle, item.get("templateVersion"), item["value"], update)
+        self.store.count(parse(handle).prefix, "updates" if update else "registrations")
+        return None
+
+    async def guarded(self, request: Request) -> tuple[str | None, Any, bool]:
+        """(user, early answer, answer 504 after applying): login, then the injected faults."""
+        user = self.user_of(request)
+        if user is None:
+            return None, _fail(-1, "not logged in or the token has expired"), False
+        fail, late_504 = await self.faulted()
+        if fail:
+            return None, JSONResponse({"status": -4, "message": "internal error"}, status_code=500), False
+        return user, None, late_504
+
+    def late(self, late_504: bool, answer: Any) -> Any:
+        return JSONResponse({"message": "gateway timeout"}, status_code=504) if late_504 else answer
+
+    def basic_user(self, request: Request) -> str | None:
+        auth = request.headers.get("authorization", "")
+        if not auth.startswith("Basic "):
+            return None
+        try:
+            user, _, password = base64.b64decode(auth[6:]).decode().partition(":")
+        except ValueError:
+            return None
+        return user if user in self.state.users and self.state.users[user][0] == password else None
+
+
+def _hs(code: int, http: int = 200, **extra: Any) -> Any:
+    return JSONResponse({"responseCode": code, **extra}, status_code=http)
+
+
+def _snms_routes(app: Any, node: Node) -> None:
+    """The SNMS API: login, resolve, register, update and delete, singly and in batches."""
+
+    @app.post("/identity/token")
+    async def token(request: Request) -> Any:
+        body = await node.body_of(request) or {}
+        user = body.get("username") if isinstance(body, dict) else None
+        if user not in node.state.users or node.state.users[user][0] != body.get("password"):
+            return _fail(-2, "wrong username or password")
+        tok = secrets.token_hex(16)
+        node.state.tokens[tok] = (user, time.monotonic() + node.state.token_ttl)
+        return _ok({"token": tok})
+
+    @app.get("/identityv2/data/detail")
+    async def detail(request: Request, handle: str = "") -> Any:
+        user = node.user_of(request)
+        if user is None:
+            return _fail(-1, "not logged in or the token has expired")
+        fail, _ = await node.faulted()
+        if fail:
+            return JSONResponse({"status": -4, "message": "internal error"}, status_code=500)
+        try:
+            ident = parse(handle)
+        except IdentifierError as exc:
+            return _fail(-2, f"invalid handle: {exc}")
+        rec = node.store.get(handle)
+        node.store.count(ident.prefix, "resolutions")
+        if rec is None:
+            return _fail(-2, f"handle {handle} does not exist")
+        return _ok({"prefix": ident.prefix, "handle": rec[0], "templateVersion": rec[1], "value": rec[2]})
+
+    async def single(request: Request, update: bool) -> Any:
+        user, early, late_504 = await node.guarded(request)
+        if user is None:
+            return early
+        body = await node.body_of(request)
+        if not isinstance(body, dict):
+            return _fail(-2, "the body must be a JSON object")
+        async with node.lock:
+            problem = node.apply(user, body, update)
+        return _fail(-2, problem) if problem else node.late(late_504, _ok(True))
+
+    @app.post("/identityv2/data")
+    async def register(request: Request) -> Any:
+        return await single(request, update=False)
+
+    @app.put("/identityv2/data")
+    async def update(request: Request) -> Any:
+        return await single(request, update=True)
+
+    async def batch(request: Request, update: bool) -> Any:
+        user, early, late_504 = await node.guarded(request)
+        if user is None:
+            return early
+        body = await node.body_of(request)
+        if not isinstance(body, list):
+            return _fail(-2, "the body must be a JSON list")
+        if len(body) > BATCH_MAX:
+            return _fail(-2, f"at most {BATCH_MAX} identifiers per batch, got {len(body)}")
+        async with node.lock:
+            with node.store.transaction():
+                results = [
+                    {
+                        "handle": item.get("handle") if isinstance(item, dict) else None,
+                        "msg": node.apply(user, item, update) or "success",
+                    }
+                    for item in body
+                ]
+        return node.late(late_504, _ok(results))
+
+    @app.post("/identityv2/data/batchCreate")
+    async def batch_create(request: Request) -> Any:
+        return await batch(request, update=False)
+
+    @app.put("/identityv2/data/batchUpdate")
+    async def batch_update(request: Request) -> Any:
+        return await batch(request, update=True)
+
+    @app.delete("/identityv2/data")
+    async def delete(request: Request) -> Any:
+        user = node.user_of(request)
+        if user is None:
+            return _fail(-1, "not logged in or the token has expired")
+        body = await node.body_of(request)
+        handle = body.get("handle") if isinstance(body, dict) else None
+        try:
+            ident = parse(str(handle))
+        except IdentifierError as exc:
+            return _fail(-2, f"invalid handle: {exc}")
+        if ident.prefix not in node.state.users[user][1]:
+            return _fail(-3, f"no permission for prefix {ident.prefix}")
+        async with node.lock:
+            if node.store.get(str(handle)) is None:
+                return _fail(-2, f"handle {handle} does not exist")
+            node.store.db.execute("DELETE FROM handles WHERE key = ?", (ident.key,))
+        return _ok(True)
+
+
+def _template_routes(app: Any, node: Node) -> None:
+    """SNMS templates: read one, define one."""
+
+    @app.get("/snms/api/v5/template")
+    async def get_template(request: Request, prefix: str = "", version: str = "") -> Any:
+        if node.user_of(request) is None:
+            return _fail(-1, "not logged in or the token has expired")
+        t = node.store.template(prefix, version)
+        if t is None:
+            return _fail(-2, f"template {version} does not exist for prefix {prefix}")
+        return _ok(t.to_api())
+
+    @app.post("/snms/api/v5/template")
+    async def post_template(request: Request) -> Any:
+        user = node.user_of(request)
+        if user is None:
+            return _fail(-1, "not logged in or the token has expired")
+        body = await node.body_of(request)
+        try:
+            t = Template.from_api(body)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            return _fail(-2, f"invalid template: {exc}")
+        if t.prefix not in node.state.users[user][1]:
+            return _fail(-3, f"no permission for prefix {t.prefix}")
+        bad = [i.id_index for i in t.items if 1000 <= i.id_index <= 1999]
+        if bad:
+            return _fail(-2, f"indexes {bad} are reserved (1000-1999)")
+        node.store.put_template(t)
+        return _ok(True)
+
+
+def _handle_routes(app: Any, node: Node) -> None:
+    """The Handle.Net REST API (Basic auth)."""
+
+    @app.get("/api/handles/{handle:path}")
+    async def hs_get(handle: str) -> Any:
+        fail, _ = await node.faulted()
+        if fail:
+            return _hs(2, 500, message="server error")
+        try:
+            ident = parse(handle)
+        except IdentifierError as exc:
+            return _hs(102, 400, message=str(exc))
+        rec = node.store.get(handle)
+        node.store.count(ident.prefix, "resolutions")
+        if rec is None:
+            return _hs(100, 404, handle=handle)
+        return _hs(1, 200, handle=rec[0], values=rec[2])
+
+    @app.put("/api/handles/{handle:path}")
+    async def hs_put(request: Request, handle: str, overwrite: bool = True) -> Any:
+        user = node.basic_user(request)
+        if user is None:
+            return _hs(402, 401, message="authentication needed")
+        fail, late_504 = await node.faulted()
+        if fail:
+            return _hs(2, 500, message="server error")
+        body = await node.body_of(request)
+        raw = body.get("values") if isinstance(body, dict) else None
+        problem, _ = node.check(user, handle, None, raw, must_template=False)
+        if problem:
+            return _hs(102 if problem.startswith("invalid handle") else 202, 400, message=problem)
+        async with node.lock:
+            exists = node.store.get(handle) is not None
+            if exists and not overwrite:
+                return _hs(101, 409, handle=handle, message="handle already exists")
+            node.write(handle, None, raw, update=exists)  # type: ignore[arg-type]
+            node.store.count(parse(handle).prefix, "updates" if exists else "registrations")
+        if late_504:
+            return JSONResponse({"message": "gateway timeout"}, status_code=504)
+        return _hs(1, 200 if exists else 201, handle=handle)
+
+    @app.delete("/api/handles/{handle:path}")
+    async def hs_delete(request: Request, handle: str) -> Any:
+        if node.basic_user(request) is None:
+            return _hs(402, 401, message="authentication needed")
+        try:
+            ident = parse(handle)
+        except IdentifierError as exc:
+            return _hs(102, 400, message=str(exc))
+        async with node.lock:
+            if node.store.get(handle) is None:
+                return _hs(100, 404, handle=handle)
+            node.store.db.execute("DELETE FROM handles WHERE key = ?", (ident.key,))
+        return _hs(1, 200, handle=handle)
+
+
+def _admin_routes(app: Any, node: Node) -> None:
+    """Simulator only: counts, the registered handles, faults, token expiry."""
+
+    @app.get("/admin/stats")
+    async def stats() -> Any:
+        return node.store.stats()
+
+    @app.get("/admin/handles")
+    async def handles(prefix: str = "") -> Any:
+        rows = node.store.db.execute(
+            "SELECT handle, template, value FROM handles WHERE prefix = ? OR ? = '' ORDER BY created, handle",
+            (prefix, prefix),
+        ).fetchall()
+        return [{"handle": h, "templateVersion": t, "value": json.loads(v)} for h, t, v in rows]
+
+    @app.put("/admin/faults")
+    async def set_faults(request: Request) -> Any:
+        body = await node.body_of(request) or {}
+        kind = str(body.get("garbage_kind", "any"))
+        if kind not in (*GARBAGE_KINDS, "any"):
+            return JSONResponse({"error": f"garbage_kind is one of {', '.join(GARBAGE_KINDS)}, any"}, 422)
+        node.state.faults = Faults(
+            latency=float(body.get("latency", 0)),
+            error_rate=float(body.get("error_rate", 0)),
+            timeout_rate=float(body.get("timeout_rate", 0)),
+            garbage=float(body.get("garbage", 0)),
+            garbage_kind=kind,
+        )
+        return node.state.faults.__dict__
+
+    @app.post("/admin/expire-tokens")
+    async def expire_tokens() -> Any:
+        n = len(node.state.tokens)
+        node.state.tokens.clear()
+        return {"expired": n}
+
+
 def create_app(state: NodeState, store: Store) -> Any:
     app = FastAPI(title="edgegw secondary-node simulator")
-    lock = asyncio.Lock()  # one writer at a time keeps batches atomic on the one connection
+    node = Node(state, store)
 
     @app.middleware("http")
     async def garbage(request: Request, call_next: Any) -> Any:
@@ -208,319 +541,10 @@ def create_app(state: NodeState, store: Store) -> Any:
         content, ctype = garble(body, f.garbage_kind, state.rng)
         return Response(content, status_code=response.status_code, media_type=ctype)
 
-    async def body_of(request: Request) -> Any:
-        try:
-            return await request.json()
-        except ValueError:
-            return None
-
-    def user_of(request: Request) -> str | None:
-        auth = request.headers.get("authorization", "")
-        if not auth.startswith("Bearer "):
-            return None
-        entry = state.tokens.get(auth[7:])
-        if entry is None or entry[1] < time.monotonic():
-            return None
-        return entry[0]
-
-    async def faulted() -> tuple[bool, bool]:
-        """(fail now with 500, answer 504 after applying)."""
-        f = state.faults
-        if f.latency:
-            await asyncio.sleep(f.latency)
-        return state.rng.random() < f.error_rate, state.rng.random() < f.timeout_rate
-
-    def check(
-        user: str, handle: Any, template: Any, raw_values: Any, must_template: bool = True
-    ) -> tuple[str | None, list[Value]]:
-        """Every node rule for one registration; returns (problem, values)."""
-        if not isinstance(handle, str):
-            return "handle is required", []
-        try:
-            ident = parse(handle)
-        except IdentifierError as exc:
-            return f"invalid handle: {exc}", []
-        if ident.prefix not in state.users[user][1]:
-            return f"no permission for prefix {ident.prefix}", []
-        values, problem = _values(raw_values)
-        if problem or values is None:
-            return problem, []
-        problems = value_problems(values)
-        if must_template:
-            t = store.template(ident.prefix, str(template)) if template is not None else None
-            if t is None:
-                return f"template {template} does not exist for prefix {ident.prefix}", values
-            problems += t.problems(values)
-        return ("; ".join(problems) if problems else None), values
-
-    def write(handle: str, template: Any, raw_values: list[Any], update: bool) -> None:
-        now = time.time_ns() // 1_000_000
-        ident = parse(handle)
-        if update:
-            store.db.execute(
-                "UPDATE handles SET template = ?, value = ?, updated = ? WHERE key = ?",
-                (template, json.dumps(raw_values), now, ident.key),
-            )
-        else:
-            store.db.execute(
-                "INSERT INTO handles (key, handle, prefix, template, value, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (ident.key, handle, ident.prefix, template, json.dumps(raw_values), now, now),
-            )
-
-    # ---- snms ----
-
-    @app.post("/identity/token")
-    async def token(request: Request) -> Any:
-        body = await body_of(request) or {}
-        user = body.get("username") if isinstance(body, dict) else None
-        if user not in state.users or state.users[user][0] != body.get("password"):
-            return _fail(-2, "wrong username or password")
-        tok = secrets.token_hex(16)
-        state.tokens[tok] = (user, time.monotonic() + state.token_ttl)
-        return _ok({"token": tok})
-
-    @app.get("/identityv2/data/detail")
-    async def detail(request: Request, handle: str = "") -> Any:
-        user = user_of(request)
-        if user is None:
-            return _fail(-1, "not logged in or the token has expired")
-        fail, _ = await faulted()
-        if fail:
-            return JSONResponse({"status": -4, "message": "internal error"}, status_code=500)
-        try:
-            ident = parse(handle)
-        except IdentifierError as exc:
-            return _fail(-2, f"invalid handle: {exc}")
-        rec = store.get(handle)
-        store.count(ident.prefix, "resolutions")
-        if rec is None:
-            return _fail(-2, f"handle {handle} does not exist")
-        return _ok({"prefix": ident.prefix, "handle": rec[0], "templateVersion": rec[1], "value": rec[2]})
-
-    def apply(user: str, item: Any, update: bool) -> str | None:
-        """Register or update one item under every node rule; the problem, or None if done."""
-        item = item if isinstance(item, dict) else {}
-        handle = item.get("handle")
-        problem, _ = check(user, handle, item.get("templateVersion"), item.get("value"))
-        if problem:
-            return problem
-        exists = store.get(handle) is not None
-        if exists and not update:
-            return f"handle {handle} already exists"
-        if not exists and update:
-            return f"handle {handle} does not exist"
-        write(handle, item.get("templateVersion"), item["value"], update)
-        store.count(parse(handle).prefix, "updates" if update else "registrations")
-        return None
-
-    async def guarded(request: Request) -> tuple[str | None, Any, bool]:
-        """(user, early answer, answer 504 after applying): login, then the injected faults."""
-        user = user_of(request)
-        if user is None:
-            return None, _fail(-1, "not logged in or the token has expired"), False
-        fail, late_504 = await faulted()
-        if fail:
-            return None, JSONResponse({"status": -4, "message": "internal error"}, status_code=500), False
-        return user, None, late_504
-
-    def late(late_504: bool, answer: Any) -> Any:
-        return JSONResponse({"message": "gateway timeout"}, status_code=504) if late_504 else answer
-
-    async def single(request: Request, update: bool) -> Any:
-        user, early, late_504 = await guarded(request)
-        if user is None:
-            return early
-        body = await body_of(request)
-        if not isinstance(body, dict):
-            return _fail(-2, "the body must be a JSON object")
-        async with lock:
-            problem = apply(user, body, update)
-        return _fail(-2, problem) if problem else late(late_504, _ok(True))
-
-    @app.post("/identityv2/data")
-    async def register(request: Request) -> Any:
-        return await single(request, update=False)
-
-    @app.put("/identityv2/data")
-    async def update(request: Request) -> Any:
-        return await single(request, update=True)
-
-    async def batch(request: Request, update: bool) -> Any:
-        user, early, late_504 = await guarded(request)
-        if user is None:
-            return early
-        body = await body_of(request)
-        if not isinstance(body, list):
-            return _fail(-2, "the body must be a JSON list")
-        if len(body) > BATCH_MAX:
-            return _fail(-2, f"at most {BATCH_MAX} identifiers per batch, got {len(body)}")
-        async with lock:
-            with store.transaction():
-                results = [
-                    {
-                        "handle": item.get("handle") if isinstance(item, dict) else None,
-                        "msg": apply(user, item, update) or "success",
-                    }
-                    for item in body
-                ]
-        return late(late_504, _ok(results))
-
-    @app.post("/identityv2/data/batchCreate")
-    async def batch_create(request: Request) -> Any:
-        return await batch(request, update=False)
-
-    @app.put("/identityv2/data/batchUpdate")
-    async def batch_update(request: Request) -> Any:
-        return await batch(request, update=True)
-
-    @app.delete("/identityv2/data")
-    async def delete(request: Request) -> Any:
-        user = user_of(request)
-        if user is None:
-            return _fail(-1, "not logged in or the token has expired")
-        body = await body_of(request)
-        handle = body.get("handle") if isinstance(body, dict) else None
-        try:
-            ident = parse(str(handle))
-        except IdentifierError as exc:
-            return _fail(-2, f"invalid handle: {exc}")
-        if ident.prefix not in state.users[user][1]:
-            return _fail(-3, f"no permission for prefix {ident.prefix}")
-        async with lock:
-            if store.get(str(handle)) is None:
-                return _fail(-2, f"handle {handle} does not exist")
-            store.db.execute("DELETE FROM handles WHERE key = ?", (ident.key,))
-        return _ok(True)
-
-    @app.get("/snms/api/v5/template")
-    async def get_template(request: Request, prefix: str = "", version: str = "") -> Any:
-        if user_of(request) is None:
-            return _fail(-1, "not logged in or the token has expired")
-        t = store.template(prefix, version)
-        if t is None:
-            return _fail(-2, f"template {version} does not exist for prefix {prefix}")
-        return _ok(t.to_api())
-
-    @app.post("/snms/api/v5/template")
-    async def post_template(request: Request) -> Any:
-        user = user_of(request)
-        if user is None:
-            return _fail(-1, "not logged in or the token has expired")
-        body = await body_of(request)
-        try:
-            t = Template.from_api(body)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            return _fail(-2, f"invalid template: {exc}")
-        if t.prefix not in state.users[user][1]:
-            return _fail(-3, f"no permission for prefix {t.prefix}")
-        bad = [i.id_index for i in t.items if 1000 <= i.id_index <= 1999]
-        if bad:
-            return _fail(-2, f"indexes {bad} are reserved (1000-1999)")
-        store.put_template(t)
-        return _ok(True)
-
-    # ---- Handle.Net REST ----
-
-    def basic_user(request: Request) -> str | None:
-        auth = request.headers.get("authorization", "")
-        if not auth.startswith("Basic "):
-            return None
-        try:
-            user, _, password = base64.b64decode(auth[6:]).decode().partition(":")
-        except ValueError:
-            return None
-        return user if user in state.users and state.users[user][0] == password else None
-
-    def hs(code: int, http: int = 200, **extra: Any) -> Any:
-        return JSONResponse({"responseCode": code, **extra}, status_code=http)
-
-    @app.get("/api/handles/{handle:path}")
-    async def hs_get(handle: str) -> Any:
-        fail, _ = await faulted()
-        if fail:
-            return hs(2, 500, message="server error")
-        try:
-            ident = parse(handle)
-        except IdentifierError as exc:
-            return hs(102, 400, message=str(exc))
-        rec = store.get(handle)
-        store.count(ident.prefix, "resolutions")
-        if rec is None:
-            return hs(100, 404, handle=handle)
-        return hs(1, 200, handle=rec[0], values=rec[2])
-
-    @app.put("/api/handles/{handle:path}")
-    async def hs_put(request: Request, handle: str, overwrite: bool = True) -> Any:
-        user = basic_user(request)
-        if user is None:
-            return hs(402, 401, message="authentication needed")
-        fail, late_504 = await faulted()
-        if fail:
-            return hs(2, 500, message="server error")
-        body = await body_of(request)
-        raw = body.get("values") if isinstance(body, dict) else None
-        problem, _ = check(user, handle, None, raw, must_template=False)
-        if problem:
-            return hs(102 if problem.startswith("invalid handle") else 202, 400, message=problem)
-        async with lock:
-            exists = store.get(handle) is not None
-            if exists and not overwrite:
-                return hs(101, 409, handle=handle, message="handle already exists")
-            write(handle, None, raw, update=exists)  # type: ignore[arg-type]
-            store.count(parse(handle).prefix, "updates" if exists else "registrations")
-        if late_504:
-            return JSONResponse({"message": "gateway timeout"}, status_code=504)
-        return hs(1, 200 if exists else 201, handle=handle)
-
-    @app.delete("/api/handles/{handle:path}")
-    async def hs_delete(request: Request, handle: str) -> Any:
-        if basic_user(request) is None:
-            return hs(402, 401, message="authentication needed")
-        try:
-            ident = parse(handle)
-        except IdentifierError as exc:
-            return hs(102, 400, message=str(exc))
-        async with lock:
-            if store.get(handle) is None:
-                return hs(100, 404, handle=handle)
-            store.db.execute("DELETE FROM handles WHERE key = ?", (ident.key,))
-        return hs(1, 200, handle=handle)
-
-    # ---- admin (simulator only) ----
-
-    @app.get("/admin/stats")
-    async def stats() -> Any:
-        return store.stats()
-
-    @app.get("/admin/handles")
-    async def handles(prefix: str = "") -> Any:
-        rows = store.db.execute(
-            "SELECT handle, template, value FROM handles WHERE prefix = ? OR ? = '' ORDER BY created, handle",
-            (prefix, prefix),
-        ).fetchall()
-        return [{"handle": h, "templateVersion": t, "value": json.loads(v)} for h, t, v in rows]
-
-    @app.put("/admin/faults")
-    async def set_faults(request: Request) -> Any:
-        body = await body_of(request) or {}
-        kind = str(body.get("garbage_kind", "any"))
-        if kind not in (*GARBAGE_KINDS, "any"):
-            return JSONResponse({"error": f"garbage_kind is one of {', '.join(GARBAGE_KINDS)}, any"}, 422)
-        state.faults = Faults(
-            latency=float(body.get("latency", 0)),
-            error_rate=float(body.get("error_rate", 0)),
-            timeout_rate=float(body.get("timeout_rate", 0)),
-            garbage=float(body.get("garbage", 0)),
-            garbage_kind=kind,
-        )
-        return state.faults.__dict__
-
-    @app.post("/admin/expire-tokens")
-    async def expire_tokens() -> Any:
-        n = len(state.tokens)
-        state.tokens.clear()
-        return {"expired": n}
-
+    _snms_routes(app, node)
+    _template_routes(app, node)
+    _handle_routes(app, node)
+    _admin_routes(app, node)
     return app
 
 

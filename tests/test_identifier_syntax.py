@@ -1,4 +1,4 @@
-"""Identifier syntax (DESIGN.md section 6), including properties over generated identifiers."""
+"""Identifier syntax (the README's "Identifiers"), including properties over generated identifiers."""
 
 from __future__ import annotations
 

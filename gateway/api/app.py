@@ -1,4 +1,4 @@
-"""The routes of DESIGN.md section 7, the status page and its live feed.
+"""The routes of the README's "Local HTTP API and status page", the status page and its live feed.
 
 Reads are open on loopback (or need the token, or a session opened with it, when
 `read_requires_token` is set or the API listens off loopback); every write needs the Bearer
