@@ -232,54 +232,8 @@ def _docs_page(spec: dict[str, Any]) -> str:
     )
 
 
-def create_app(gw: Gateway) -> FastAPI:
-    # no Swagger UI or ReDoc: they load their scripts from a CDN, and the plant has no internet
-    app = FastAPI(
-        title="edgegw",
-        version=__version__,
-        description="Local HTTP API of the edgegw industrial edge gateway",
-        docs_url=None,
-        redoc_url=None,
-    )
-    app.state.gw = gw
-    assert gw.cfg.api is not None
-    sessions = app.state.sessions = Sessions(gw.cfg.api.port)
-    registry = registry_for(gw)
-    started = time.time()
-    page = resources.files(__package__).joinpath("status.html").read_text(encoding="utf-8")
-
-    def current() -> Any:
-        return gw.cfg.api
-
-    # outermost first: Guard, TrustedHosts, Concurrency, BodyLimit (add_middleware wraps)
-    app.add_middleware(BodyLimit, limit=MAX_BODY)
-    app.add_middleware(Concurrency, limit=MAX_REQUESTS, exempt=("/healthz", EVENTS))
-    app.add_middleware(TrustedHosts, settings=current)
-    app.add_middleware(Guard)
-
-    def build_snapshot() -> bytes | None:
-        try:
-            return orjson.dumps(views.snapshot(gw, started), default=str)
-        except Exception as exc:
-            if limited.allow("snapshot"):
-                log.error("building the live feed's snapshot failed", exc_info=exc)
-            return None
-
-    feed = app.state.feed = Feed(build_snapshot, gw.stopping)
-
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse({"status": exc.status, "error": exc.reason}, exc.status, headers=exc.headers)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse({"status": exc.status_code, "error": str(exc.detail)}, exc.status_code)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"status": 422, "error": _validation_reason(exc.errors())}, 422)
-
-    # ---- health, readiness, metrics ----
+def _health_routes(app: FastAPI, gw: Gateway, registry: Any) -> None:
+    """Liveness, readiness and the Prometheus metrics."""
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, Any]:
@@ -301,7 +255,9 @@ def create_app(gw: Gateway) -> FastAPI:
         """Prometheus text format."""
         return Response(exposition(registry), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    # ---- sessions (the status page) ----
+
+def _session_routes(app: FastAPI, sessions: Sessions) -> None:
+    """Sign in and out of a read-only browser session (the status page)."""
 
     @app.post("/api/v1/session", tags=["gateway"], responses=_responses(401, 403))
     async def sign_in(request: Request) -> JSONResponse:
@@ -341,7 +297,9 @@ def create_app(gw: Gateway) -> FastAPI:
         answer.delete_cookie(sessions.cookie, path="/", httponly=True, samesite="strict")
         return answer
 
-    # ---- devices ----
+
+def _device_routes(app: FastAPI, gw: Gateway, started: float) -> None:
+    """The gateway, its devices and their points; writes."""
 
     @app.get("/api/v1/status", tags=["gateway"], responses=READ_ERRORS)
     async def status(_: Read) -> dict[str, Any]:
@@ -401,7 +359,9 @@ def create_app(gw: Gateway) -> FastAPI:
         if gw.resolved(device) is None:
             raise ApiError(404, f"no device '{device}' in the configuration")
 
-    # ---- identifiers ----
+
+def _identifier_routes(app: FastAPI, gw: Gateway) -> None:
+    """Identifier registrations, and resolving through the node."""
 
     @app.get("/api/v1/identifiers", tags=["identifiers"], responses=IDENT_ERRORS)
     async def identifiers(
@@ -455,7 +415,9 @@ def create_app(gw: Gateway) -> FastAPI:
         )
         raise ApiError(status, reason[:1000])
 
-    # ---- status page, API overview ----
+
+def _page_routes(app: FastAPI, feed: Feed, sessions: Sessions, page: str) -> None:
+    """The status page, the API overview and the live feed."""
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
@@ -484,4 +446,57 @@ def create_app(gw: Gateway) -> FastAPI:
 
         return EventStream(feed, allowed)
 
+
+def create_app(gw: Gateway) -> FastAPI:
+    # no Swagger UI or ReDoc: they load their scripts from a CDN, and the plant has no internet
+    app = FastAPI(
+        title="edgegw",
+        version=__version__,
+        description="Local HTTP API of the edgegw industrial edge gateway",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.gw = gw
+    assert gw.cfg.api is not None
+    sessions = app.state.sessions = Sessions(gw.cfg.api.port)
+    registry = registry_for(gw)
+    started = time.time()
+    page = resources.files(__package__).joinpath("status.html").read_text(encoding="utf-8")
+
+    def current() -> Any:
+        return gw.cfg.api
+
+    # outermost first: Guard, TrustedHosts, Concurrency, BodyLimit (add_middleware wraps)
+    app.add_middleware(BodyLimit, limit=MAX_BODY)
+    app.add_middleware(Concurrency, limit=MAX_REQUESTS, exempt=("/healthz", EVENTS))
+    app.add_middleware(TrustedHosts, settings=current)
+    app.add_middleware(Guard)
+
+    def build_snapshot() -> bytes | None:
+        try:
+            return orjson.dumps(views.snapshot(gw, started), default=str)
+        except Exception as exc:
+            if limited.allow("snapshot"):
+                log.error("building the live feed's snapshot failed", exc_info=exc)
+            return None
+
+    feed = app.state.feed = Feed(build_snapshot, gw.stopping)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse({"status": exc.status, "error": exc.reason}, exc.status, headers=exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"status": exc.status_code, "error": str(exc.detail)}, exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"status": 422, "error": _validation_reason(exc.errors())}, 422)
+
+    _health_routes(app, gw, registry)
+    _session_routes(app, sessions)
+    _device_routes(app, gw, started)
+    _identifier_routes(app, gw)
+    _page_routes(app, feed, sessions, page)
     return app
