@@ -221,3 +221,28 @@ def test_no_plain_top_level_imports() -> None:
         if plain.search(p.read_text())
     ]
     assert not hits
+
+
+def test_the_wheel_installs_only_under_edgegw(tmp_path: Path) -> None:
+    """What `pip install edgegw` puts into site-packages: edgegw/… and its dist-info, nothing
+    named plain `gateway` or `drivers`; the status page and every plugin package inside."""
+    import subprocess
+    import sys
+    import zipfile
+
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--wheel-dir", str(tmp_path), str(ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = tmp_path.glob("edgegw-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/", 1)[0] for n in names}
+    assert tops == {"edgegw", next(t for t in tops if t.endswith(".dist-info"))}
+    assert "edgegw/gateway/api/status.html" in names
+    assert "edgegw/__init__.py" not in names  # a namespace: other edgegw.* distributions may join it
+    for plugin in ("modbus", "opcua", "serial"):
+        assert f"edgegw/drivers/{plugin}/plugin.py" in names
+    entry = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "edgegw = edgegw.gateway.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
