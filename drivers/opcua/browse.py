@@ -107,6 +107,14 @@ def _next_params(cp: bytes) -> ua.BrowseNextParameters:
     return p
 
 
+def _good(dv: ua.DataValue) -> Any:
+    """A read attribute's value, or None when it is bad or the server left it out (both
+    StatusCode and Value are optional in a DataValue)."""
+    if dv.StatusCode is not None and not dv.StatusCode.is_good():
+        return None
+    return dv.Value.Value if dv.Value is not None else None
+
+
 async def _describe(client: Client, variables: list[Variable]) -> None:
     ids = [v.node_id for v in variables]
     data_types = await _read(client, ids, ua.AttributeIds.DataType)
@@ -114,12 +122,11 @@ async def _describe(client: Client, variables: list[Variable]) -> None:
     access = await _read(client, ids, ua.AttributeIds.AccessLevel)
     supertypes: dict[ua.NodeId, tuple[ua.VariantType | None, str]] = {}
     for v, dt_, rank, acc in zip(variables, data_types, ranks, access, strict=True):
-        v.data_type = dt_.Value.Value if dt_.StatusCode.is_good() else None
+        v.data_type = _good(dt_)
         # ValueRank 1+ (n dimensions) or 0 (one or more); -1 scalar, -2/-3 "any" read as scalar
-        v.array = bool(
-            rank.StatusCode.is_good() and (rank.Value.Value if rank.Value.Value is not None else -1) >= 0
-        )
-        level = acc.Value.Value if acc.StatusCode.is_good() else 0
+        dims = _good(rank)
+        v.array = isinstance(dims, int) and dims >= 0
+        level = _good(acc)
         v.writable = bool((level or 0) & ua.AccessLevel.CurrentWrite.mask)
         if v.data_type is not None:
             if v.data_type not in supertypes:
@@ -133,7 +140,7 @@ async def _describe(client: Client, variables: list[Variable]) -> None:
                 wanted.append((v, r.BrowseName.Name, r.NodeId))
     values = await _read(client, [n for _, _, n in wanted], ua.AttributeIds.Value)
     for (v, name, _), dv in zip(wanted, values, strict=True):
-        value = dv.Value.Value if dv.StatusCode.is_good() and dv.Value is not None else None
+        value = _good(dv)
         if name == "EURange" and isinstance(value, ua.Range):
             v.eu_range = (float(value.Low), float(value.High))
         elif name == "EngineeringUnits" and isinstance(value, ua.EUInformation):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from edgegw.drivers.opcua import pki
@@ -79,11 +80,17 @@ def test_poll_reads_every_node_form_with_source_timestamps(cell: Cell) -> None:
     cell.ctl("PUT", "/devices/cnc-1/points/program", {"value": "O1234"})
     cell.ctl("PUT", "/devices/cnc-1/points/part_count", {"value": 4711})
     n = len(cell.sub.data("cnc-1"))
-    wait_for(
-        lambda: any(m["points"]["program"]["v"] == "O1234" for m in cell.sub.data("cnc-1")[n:]), 10, "held"
-    )
-    last = cell.sub.data("cnc-1")[-1]["points"]
-    assert last["spindle_speed"]["v"] == 8500.5 and last["part_count"]["v"] == 4711
+
+    def held() -> list[dict[str, Any]]:  # the three are set one after another: a poll may fall between
+        return [
+            m["points"]
+            for m in cell.sub.data("cnc-1")[n:]
+            if m["points"]["program"]["v"] == "O1234" and m["points"]["part_count"]["v"] == 4711
+        ]
+
+    wait_for(lambda: held(), 10, "held values")
+    last = held()[-1]
+    assert last["spindle_speed"]["v"] == 8500.5
     assert last["alarm"]["q"] == "good" and isinstance(last["alarm"]["v"], bool)  # found by browse path
     assert all("ts" in last[p] for p in ("spindle_speed", "part_count", "program", "alarm"))
 
