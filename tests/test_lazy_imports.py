@@ -1,5 +1,5 @@
-"""A gateway pays only for what its config uses: a Modbus-only config validates, starts, polls a
-simulated device and stops without loading the OPC UA stack (asyncua, cryptography), FastAPI,
+"""A gateway pays only for what its config uses: a Modbus-only config with an MQTT sink validates,
+starts, polls a simulated device and stops without loading the OPC UA stack (asyncua, cryptography), FastAPI,
 uvicorn or influxdb-client. Checked in a fresh interpreter, through the real paths."""
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ def test_a_modbus_only_gateway_never_imports_opcua_http_or_influxdb(tmp_path: Pa
             devices:
               - {{id: m1, protocol: modbus-tcp, model: meter, poll: {{interval: 200ms}},
                   connection: {{host: 127.0.0.1, port: {port}, timeout: 300ms}}}}
+            northbound:  # no broker listens there: the sink keeps the data queued meanwhile
+              mqtt: {{host: 127.0.0.1, port: {free_port()}, flush_timeout: 100ms}}
             """
         )
     )

@@ -42,14 +42,14 @@ import paho.mqtt.client as paho
 from edgegw.drivers.base import LatencyHistogram, WriteFailed
 from paho.mqtt.enums import CallbackAPIVersion
 
-from .. import __version__
-from ..config.schema import MqttSettings
-from ..dictionary import visible
-from ..durable_queue import DurableQueue
-from ..logs import RateLimited, event, report_crash
-from ..normalise import Sample
-from ..writeback import WriteRejected, write_error
-from . import DeviceInfo, SinkContext, WritePoint
+from ... import __version__
+from ...config.schema import MqttSettings
+from ...dictionary import visible
+from ...durable_queue import DurableQueue
+from ...logs import RateLimited, event, report_crash
+from ...normalise import Sample
+from ...writeback import WriteRejected, write_error
+from .. import DeviceInfo, SinkContext, WritePoint
 
 log = logging.getLogger("edgegw.mqtt")
 STREAM = "mqtt"

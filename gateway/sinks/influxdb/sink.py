@@ -34,12 +34,12 @@ from influxdb_client import InfluxDBClient, WritePrecision
 from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.rest import ApiException
 
-from ..config.schema import InfluxSettings
-from ..dictionary import DictionaryEntry, visible
-from ..durable_queue import DurableQueue
-from ..logs import RateLimited, event, report_crash, supervise
-from ..normalise import Sample
-from . import DeviceInfo, SinkContext
+from ...config.schema import InfluxSettings
+from ...dictionary import DictionaryEntry, visible
+from ...durable_queue import DurableQueue
+from ...logs import RateLimited, event, report_crash, supervise
+from ...normalise import Sample
+from .. import DeviceInfo, SinkContext
 
 log = logging.getLogger("edgegw.influxdb")
 STREAM = "influxdb"
