@@ -25,10 +25,20 @@ ROOT = Path(__file__).resolve().parent.parent
 EDGEGW = [sys.executable, "-m", "edgegw.gateway.cli"]
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port, never one this process handed out before: the kernel may give a
+    port just released to the next caller, and a plant that asks for several ports before any
+    is bound (a Modbus simulator, the control API) would then get the same port twice."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port: int = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def wait_for(cond: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
