@@ -53,7 +53,11 @@ def _exact(x: float) -> Fraction:
 def _int_raw(value: int | float, scale: float, offset: float) -> int:
     """round((value - offset) / scale), as exact arithmetic on the decimal numbers would give it."""
     if scale == 1.0 and offset == 0.0:
-        return int(value) if isinstance(value, int) else round(value)
+        if isinstance(value, int):
+            return value
+        if abs(value) < 2.0**52:  # no half-integer lies between a float and its shortest decimal
+            return round(value)
+        return round(_exact(value))  # 6.486852949784297e+16 names ...970, not the float's ...968
     if isinstance(value, float) or -_EXACT_IN_FLOAT <= value <= _EXACT_IN_FLOAT:
         v = float(value)
         q = (v - offset) / scale

@@ -337,3 +337,11 @@ def test_opcua_writes_int64_exactly_to_a_real_server() -> None:
     assert first == [BEYOND_FLOAT, 2**64 - 1]
     assert second == [-BEYOND_FLOAT, 2**64 - 1]
     assert isinstance(failure, WriteFailed) and "float is not an integer" in str(failure)
+
+
+def test_a_large_float_is_the_integer_its_decimal_names() -> None:
+    """Found by the property above: 6.486852949784297e+16 as JSON names 64868529497842970; the
+    binary float nearest to it is ...968, which must not be what reaches the device."""
+    e = DictionaryEntry("p", "int64", access="rw")
+    assert check_write(e, 6.486852949784297e16).raw == 64868529497842970
+    assert_written_or_refused(e, 6.486852949784297e16)
