@@ -161,3 +161,29 @@ class ProtocolPlugin(Protocol):
     def add_commands(self, sub: argparse._SubParsersAction[Any], load: Callable[[str], Any]) -> None:
         """Add protocol-specific subcommands to the `edgegw` CLI (`browse` for OPC UA)."""
         ...
+
+
+class PluginBase:
+    """The defaults of the members a protocol may not need (no addresses, no serial port, no
+    request count, no commands): a plugin extends it and writes only what its protocol has."""
+
+    address_key: str | None = None
+    summary_unit = ""
+
+    def address_model(self) -> type[BaseModel] | None:
+        return None
+
+    def shared_key(self, dev: DeviceBase) -> tuple[object, ...] | None:
+        return None
+
+    def bus_claim(self, ctx: Context | None, dev: DeviceBase) -> BusClaim | None:
+        return None
+
+    def requests_per_poll(self, dev: DeviceBase, points: list[DictionaryEntry], plan: object) -> int | None:
+        return None
+
+    def doctor_target(self, ctx: Context, dev: DeviceBase) -> Target | None:
+        return None
+
+    def add_commands(self, sub: argparse._SubParsersAction[Any], load: Callable[[str], Any]) -> None:
+        return None

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, cast
 
-from edgegw.drivers.plugin import BusClaim, Checked, Context, Path_, Simulator, Target, TcpTarget
+from edgegw.drivers.plugin import BusClaim, Checked, Context, Path_, PluginBase, Simulator, Target, TcpTarget
 
 from .checks import ModbusPlan, check_modbus
 from .config import ModbusAddress, ModbusRtuDevice, ModbusTcpDevice
@@ -18,7 +17,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
 
-class ModbusPlugin:
+class ModbusPlugin(PluginBase):
     name = "modbus"
     protocols = ("modbus-tcp", "modbus-rtu")
     address_key = "modbus"
@@ -110,9 +109,6 @@ class ModbusPlugin:
         if isinstance(dev, ModbusTcpDevice):
             return TcpTarget(dev.connection.host, dev.connection.port)
         return None  # an RTU device's port is checked through its bus claim
-
-    def add_commands(self, sub: argparse._SubParsersAction[Any], load: Callable[[str], Any]) -> None:
-        return None
 
 
 def line_settings(claim: BusClaim) -> tuple[int, int, str, float]:

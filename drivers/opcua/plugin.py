@@ -8,7 +8,16 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from edgegw.drivers.plugin import BusClaim, Checked, Context, Path_, Problem, Simulator, Target, TcpTarget
+from edgegw.drivers.plugin import (
+    Checked,
+    Context,
+    Path_,
+    PluginBase,
+    Problem,
+    Simulator,
+    Target,
+    TcpTarget,
+)
 
 from .config import OpcuaAddress, OpcuaDevice, OpcuaSecurity
 from .syntax import node_problem
@@ -26,11 +35,10 @@ if TYPE_CHECKING:
 CERT_DAYS = 5 * 365 + 1  # a new application certificate's validity: five years
 
 
-class OpcuaPlugin:
+class OpcuaPlugin(PluginBase):
     name = "opcua"
     protocols = ("opcua",)
     address_key = "opcua"
-    summary_unit = ""
 
     def device_models(self) -> Sequence[type[DeviceBase]]:
         return (OpcuaDevice,)
@@ -44,12 +52,6 @@ class OpcuaPlugin:
 
     def shared_key(self, dev: DeviceBase) -> tuple[object, ...] | None:
         return ()  # the checks look at the points and their nodes only
-
-    def bus_claim(self, ctx: Context | None, dev: DeviceBase) -> BusClaim | None:
-        return None
-
-    def requests_per_poll(self, dev: DeviceBase, points: list[DictionaryEntry], plan: object) -> int | None:
-        return None
 
     def build_driver(
         self, ctx: Context, dev: DeviceBase, points: list[DictionaryEntry], plan: object

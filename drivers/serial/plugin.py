@@ -3,18 +3,18 @@ that print ASCII lines, streamed or polled (pyserial, imported when used)."""
 
 from __future__ import annotations
 
-import argparse
 import codecs
 import difflib
 import re
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from edgegw.drivers.plugin import (
     BusClaim,
     Checked,
     Context,
     Path_,
+    PluginBase,
     PortTarget,
     Problem,
     Simulator,
@@ -29,38 +29,27 @@ if TYPE_CHECKING:
     from edgegw.drivers.base import Driver
     from edgegw.gateway.config.base import DeviceBase
     from edgegw.gateway.dictionary import DictionaryEntry
-    from pydantic import BaseModel
 
     from .framing import Framer
 
 
-class SerialPlugin:
+class SerialPlugin(PluginBase):
     name = "serial"
     protocols = ("serial",)
-    address_key = None  # points are named groups of the framing pattern
-    summary_unit = ""
+    # no address_key: points are named groups of the framing pattern
 
     def device_models(self) -> Sequence[type[DeviceBase]]:
         return (SerialDevice,)
 
-    def address_model(self) -> type[BaseModel] | None:
-        return None
-
     def check_device(self, dev: DeviceBase, path: Path_, points: list[DictionaryEntry]) -> Checked:
         assert isinstance(dev, SerialDevice)
         return Checked(_check_serial_line(dev, path, points))
-
-    def shared_key(self, dev: DeviceBase) -> tuple[object, ...] | None:
-        return None  # the checks look at the device's framing
 
     def bus_claim(self, ctx: Context | None, dev: DeviceBase) -> BusClaim | None:
         assert isinstance(dev, SerialDevice)
         c = dev.connection
         port = ctx.port_path(c.port) if ctx is not None else c.port
         return BusClaim(port, (c.baudrate, c.bytesize, c.parity, float(c.stopbits)), shared=False)
-
-    def requests_per_poll(self, dev: DeviceBase, points: list[DictionaryEntry], plan: object) -> int | None:
-        return None
 
     def build_driver(
         self, ctx: Context, dev: DeviceBase, points: list[DictionaryEntry], plan: object
@@ -104,9 +93,6 @@ class SerialPlugin:
     def doctor_target(self, ctx: Context, dev: DeviceBase) -> Target | None:
         assert isinstance(dev, SerialDevice)
         return PortTarget(ctx.port_path(dev.connection.port))
-
-    def add_commands(self, sub: argparse._SubParsersAction[Any], load: Callable[[str], Any]) -> None:
-        return None
 
 
 def framer(dev: SerialDevice) -> Framer:
