@@ -413,15 +413,25 @@ class Gateway:
     async def _replace_sink(self, name: str, settings: Any, new: LoadedConfig) -> None:
         """A sink's settings changed at a reload (or it was added or removed): what is queued
         stays queued for its successor."""
-        old = self.sinks.pop(name, None)
         if self.queue is None:
             event(log, logging.ERROR, f"adding the {name} sink to a gateway without a queue needs a restart")
             return
+        old = self.sinks.get(name)
         if old is not None and settings is None:
+            del self.sinks[name]
             await old.stop([])
             return
         ctx = self._sink_context(new)
-        sink = await old.replace(settings, ctx) if old is not None else create(name, settings, ctx)
+        try:
+            sink = await old.replace(settings, ctx) if old is not None else create(name, settings, ctx)
+        except Exception as exc:  # e.g. a TLS file that is not there: the running sink stays
+            event(
+                log,
+                logging.ERROR,
+                f"reload: the new northbound.{name} settings cannot be used; the running sink stays",
+                error=f"{type(exc).__name__}: {exc}"[:300],
+            )
+            return
         for r in new.devices:
             if new.config.devices[r.index].id in self.runners:
                 sink.add_device(self._device_info(new, r))

@@ -131,3 +131,36 @@ def test_reload_restarts_only_what_changed_and_refuses_a_bad_config(tmp_path: Pa
         sim.kill()
         sub.stop()
         broker.kill()
+
+
+def test_reload_with_mqtt_settings_that_cannot_be_used_keeps_the_running_sink(tmp_path: Path) -> None:
+    """A reload whose broker settings fail only when the client is made (a CA file that is not
+    there): the running MQTT sink stays connected and nothing is lost."""
+    mqtt_port, sim_port = free_port(), free_port()
+    cfg = tmp_path / "gw.yaml"
+    cfg.write_text(config(tmp_path, mqtt_port, device("a", sim_port, 1)))
+    broker = start_mosquitto(tmp_path, mqtt_port)
+    sub = Subscriber(mqtt_port, f"{PREFIX}/#")
+    sim = Proc([*EDGEGW, "simulate", "-c", str(cfg)], tmp_path / "sim.log")
+    wait_port(sim_port, 15)
+    gw = Proc([*EDGEGW, "run", "-c", str(cfg)], tmp_path / "gw.log")
+    try:
+        wait_for(lambda: len(sub.data("a")) >= 3, 20, "data from a")
+        broken = config(tmp_path, mqtt_port, device("a", sim_port, 1)).replace(
+            f"port: {mqtt_port}}}", f"port: {mqtt_port}, tls: {{ca: {tmp_path}/no-such-ca.pem}}}}"
+        )
+        assert "no-such-ca.pem" in broken
+        cfg.write_text(broken)
+        gw.signal(signal.SIGHUP)
+        wait_for(lambda: "cannot be used; the running sink stays" in gw.output(), 10, "the refusal logged")
+        count = len(sub.data("a"))
+        wait_for(lambda: len(sub.data("a")) >= count + 5, 10, "data still flowing")
+        assert gw.stop() == 0
+        assert "Traceback" not in gw.output()
+        missing, dups = seq_report(sub.data("a"))
+        assert missing == [] and dups == 0
+    finally:
+        gw.kill()
+        sim.kill()
+        sub.stop()
+        broker.kill()

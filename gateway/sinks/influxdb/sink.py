@@ -167,9 +167,10 @@ class InfluxSink:
         return None if self.healthy or not self.failures else f"InfluxDB writes failing: {self.last_error}"
 
     async def replace(self, settings: InfluxSettings, ctx: SinkContext) -> InfluxSink:
-        """Stop (what is queued stays queued for the successor) and start anew."""
-        await self.stop([], flush_timeout=0)
+        """Stop (what is queued stays queued for the successor) and start anew. The successor is
+        made first: settings it cannot use raise here, and this sink goes on as it was."""
         sink = create(settings, ctx)
+        await self.stop([], flush_timeout=0)
         sink._devices.update(self._devices)
         return sink
 

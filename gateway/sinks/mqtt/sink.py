@@ -547,9 +547,11 @@ class MqttSink:
         return None if self.connected else "MQTT broker not connected"
 
     async def replace(self, settings: MqttSettings, ctx: SinkContext) -> MqttSink:
-        """A new client on the same queue, with the devices' statuses and counters carried over."""
-        await self.detach()
+        """A new client on the same queue, with the devices' statuses and counters carried over.
+        Made before this one leaves: settings it cannot use (a missing CA file) raise here, and
+        this sink goes on as it was."""
         sink = create(settings, ctx)
+        await self.detach()
         sink.adopt(self)
         sink._meta.update(self._meta)
         sink._visible.update(self._visible)
