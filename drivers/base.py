@@ -10,6 +10,8 @@ from typing import Protocol
 
 # the value range of each integer type of the dictionary
 INT_LIMITS = {
+    "int8": (-(2**7), 2**7 - 1),
+    "uint8": (0, 2**8 - 1),
     "int16": (-(2**15), 2**15 - 1),
     "uint16": (0, 2**16 - 1),
     "int32": (-(2**31), 2**31 - 1),

@@ -85,6 +85,16 @@ class PortTarget:
 Target = TcpTarget | PortTarget
 
 
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """One finding of a plugin's own `doctor` probe: state ok | warn | FAIL, what was found,
+    and for anything not ok the fix."""
+
+    state: str
+    found: str
+    fix: str | None = None
+
+
 class Simulator(Protocol):
     """A running simulator: one server, bus or instrument, serving one or more devices.
     `devices` holds objects with an `id`, a `fault` and the `faults` they take (the control API
@@ -158,6 +168,14 @@ class ProtocolPlugin(Protocol):
         """What `doctor` should check to see whether the device is reachable."""
         ...
 
+    async def doctor_probe(
+        self, ctx: Context, dev: DeviceBase, plan: object, timeout: float
+    ) -> list[Probe] | None:
+        """A protocol-level check of a reachable device for `doctor` (log in, read the
+        identity, try one planned read), touching nothing; None: the reachability check of
+        `doctor_target` is all there is."""
+        ...
+
     def add_commands(self, sub: argparse._SubParsersAction[Any], load: Callable[[str], Any]) -> None:
         """Add protocol-specific subcommands to the `edgegw` CLI (`browse` for OPC UA)."""
         ...
@@ -183,6 +201,11 @@ class PluginBase:
         return None
 
     def doctor_target(self, ctx: Context, dev: DeviceBase) -> Target | None:
+        return None
+
+    async def doctor_probe(
+        self, ctx: Context, dev: DeviceBase, plan: object, timeout: float
+    ) -> list[Probe] | None:
         return None
 
     def add_commands(self, sub: argparse._SubParsersAction[Any], load: Callable[[str], Any]) -> None:

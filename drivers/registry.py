@@ -14,6 +14,7 @@ from .plugin import ProtocolPlugin
 PLUGINS = (
     "edgegw.drivers.modbus.plugin",
     "edgegw.drivers.opcua.plugin",
+    "edgegw.drivers.s7.plugin",
     "edgegw.drivers.serial.plugin",
 )
 

@@ -144,7 +144,7 @@ def _api_port(loaded: LoadedConfig, _t: float) -> list[Verdict]:
 
 
 def _devices(loaded: LoadedConfig, timeout: float) -> list[Verdict]:
-    from edgegw.drivers.plugin import PortTarget, TcpTarget
+    from edgegw.drivers.plugin import PortTarget, Probe, TcpTarget
     from edgegw.drivers.registry import plugin_for
 
     out: list[Verdict] = []
@@ -166,6 +166,13 @@ def _devices(loaded: LoadedConfig, timeout: float) -> list[Verdict]:
                 checked[target] = _serial(name, target.path)
         v = checked[target]
         out.append(Verdict(v.state, name, v.found, v.fix))
+        if v.state == "ok":
+            # reachable: the plugin's own look at the protocol (identity, access rights)
+            try:
+                probes = asyncio.run(plugin.doctor_probe(loaded, dev, r.plan, timeout))
+            except Exception as exc:  # a probe's bug must not end the other checks
+                probes = [Probe("warn", f"the {plugin.name} probe failed: {exc!r}"[:200])]
+            out += [Verdict(p.state, name, p.found, p.fix) for p in probes or ()]
     return out
 
 

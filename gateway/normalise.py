@@ -15,7 +15,7 @@ from edgegw.drivers.base import ABSENT, PointError, Uncertain
 from .dictionary import DictionaryEntry
 
 GOOD, UNCERTAIN, BAD = "good", "uncertain", "bad"
-_NUMERIC = {"int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64"}
+_NUMERIC = {"int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64"}
 
 
 @dataclass(slots=True)

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 from edgegw.gateway.dictionary import DictionaryEntry
 
-_INT_TYPES = {"int16", "uint16", "int32", "uint32", "int64", "uint64"}
-_UNSIGNED_MAX = {"uint16": 65535, "uint32": 2**32 - 1, "uint64": 2**64 - 1}
-_SIGNED_MAX = {"int16": 32767, "int32": 2**31 - 1, "int64": 2**63 - 1}
+_INT_TYPES = {"int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64"}
+_UNSIGNED_MAX = {"uint8": 255, "uint16": 65535, "uint32": 2**32 - 1, "uint64": 2**64 - 1}
+_SIGNED_MAX = {"int8": 127, "int16": 32767, "int32": 2**31 - 1, "int64": 2**63 - 1}
 
 
 class ValueGenerator:

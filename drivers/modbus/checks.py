@@ -53,6 +53,19 @@ def check_modbus(
         if addr.bit is not None and e.type != "bool":
             problems.append((where, f"a register bit is a bool, not {e.type}"))
             continue
+        if e.type in ("int8", "uint8"):
+            problems.append(
+                (
+                    e.where("type"),
+                    f"a Modbus register holds 16 bits: use {e.type[:-1]}16 (or a register bit), not {e.type}",
+                )
+            )
+            continue
+        if e.type == "string" and e.length is not None and e.length > 123:
+            problems.append(
+                (e.where("length"), "a Modbus string is at most 123 registers (one read request)")
+            )
+            continue
         if e.type == "string" and e.length is None:
             problems.append((e.where("type"), "a string point needs length: (registers, 2 characters each)"))
             continue

@@ -14,6 +14,8 @@ _FLOAT32_MAX = 3.4028234663852886e38
 
 VARIANT_TYPES = {
     "bool": ua.VariantType.Boolean,
+    "int8": ua.VariantType.SByte,
+    "uint8": ua.VariantType.Byte,
     "int16": ua.VariantType.Int16,
     "uint16": ua.VariantType.UInt16,
     "int32": ua.VariantType.Int32,
@@ -28,8 +30,8 @@ VARIANT_TYPES = {
 # the dictionary type that holds each OPC UA built-in type (what `edgegw browse` writes)
 TYPE_OF_VARIANT = {
     ua.VariantType.Boolean: "bool",
-    ua.VariantType.SByte: "int16",
-    ua.VariantType.Byte: "uint16",
+    ua.VariantType.SByte: "int8",
+    ua.VariantType.Byte: "uint8",
     ua.VariantType.Int16: "int16",
     ua.VariantType.UInt16: "uint16",
     ua.VariantType.Int32: "int32",

@@ -14,7 +14,18 @@ from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, field_validator
 from .types import Duration
 
 PointType = Literal[
-    "bool", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "string"
+    "bool",
+    "int8",
+    "uint8",
+    "int16",
+    "uint16",
+    "int32",
+    "uint32",
+    "int64",
+    "uint64",
+    "float32",
+    "float64",
+    "string",
 ]
 ByteOrder = Literal["ABCD", "DCBA", "BADC", "CDAB"]
 Classification = Literal["general", "important", "core"]
@@ -48,7 +59,12 @@ class PointBase(Strict):
     deadband: FiniteFloat | None = Field(None, ge=0, description="with publish: on_change")
     semantic_id: str | None = None
     classification: Classification | None = Field(None, description="default general")
-    length: int | None = Field(None, ge=1, le=123, description="string length in registers")
+    length: int | None = Field(
+        None,
+        ge=1,
+        le=16382,
+        description="string length: registers for Modbus (2 characters each), the n of STRING[n] for S7",
+    )
     byte_order: ByteOrder | None = Field(None, description="overrides the device's byte_order")
 
     @field_validator("scale")
