@@ -59,7 +59,7 @@ async def probe(dev: S7Device, plan: S7Plan | None, timeout: float) -> list[Prob
             identity = f"identity not readable ({str(exc)[:80]})"
         state = ""
         with contextlib.suppress(Exception):
-            state = f", CPU in {await client.get_cpu_state()}"
+            state = f", CPU in {(await client.get_cpu_state()).replace('S7CpuStatus', '').upper()}"
         out.append(Probe("ok", f"S7 session with {c.describe()}: {identity}, PDU {driver.pdu}{state}"))
         if "STOP" in state.upper():
             out.append(Probe("warn", "the CPU is in STOP: values will not change", "switch the CPU to RUN"))
