@@ -90,9 +90,7 @@ devices:
 """
 
 
-def with_plc(
-    tmp_path: Path, job: Callable[[S7Driver, S7Simulator], Awaitable[Any]], **kw: Any
-) -> Any:
+def with_plc(tmp_path: Path, job: Callable[[S7Driver, S7Simulator], Awaitable[Any]], **kw: Any) -> Any:
     port = free_port()
     path = tmp_path / "c.yaml"
     path.write_text(config(port, **kw))
@@ -152,7 +150,9 @@ def test_writes_land_in_the_cpu_memory_and_a_bit_write_leaves_its_neighbours(tmp
         assert struct.unpack_from(">h", db10, 2)[0] == -2
         assert struct.unpack_from(">h", sim._memory[(0x83, 0)], 20)[0] == 2750
         assert bytes(db10[20:26]) == bytes([20, 4]) + b"R-99"
-        assert struct.unpack_from(">HH", db10, 56) == (8, 3) and bytes(db10[60:66]) == "Ω-2".encode("utf-16-be")
+        assert struct.unpack_from(">HH", db10, 56) == (8, 3) and bytes(db10[60:66]) == "Ω-2".encode(
+            "utf-16-be"
+        )
         assert q[4] == 255
         got = dict(zip(ids(d), await d.read(), strict=True))
         assert (got["door"], got["lamp"], got["running"], got["horn"]) == (True, True, True, True)
@@ -173,7 +173,12 @@ def test_a_refused_db_leaves_the_other_areas_good(tmp_path: Path) -> None:
     async def job(d: S7Driver, sim: S7Simulator) -> None:
         sim.plc.set_fault(Fault("refuse", code=10))
         got = dict(zip(ids(d), await d.read(), strict=True))
-        db10 = [k for k in got if k not in ("estop", "in_word", "lamp", "horn", "out_byte", "speed_sp", "m_real", "m_bit", "other_db")]
+        db10 = [
+            k
+            for k in got
+            if k
+            not in ("estop", "in_word", "lamp", "horn", "out_byte", "speed_sp", "m_real", "m_bit", "other_db")
+        ]
         for k in db10:
             assert isinstance(got[k], PointError)
             assert "optimized block access on DB10" in got[k].reason, got[k]

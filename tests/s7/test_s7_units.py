@@ -245,7 +245,9 @@ def test_every_point_is_read_and_every_request_fits_the_pdu(
         owner = [r for r in ranges if n in r.points]
         assert len(owner) == 1
         r = owner[0]
-        assert (r.area, r.db) == (s.area, s.db) and r.start <= s.start and s.start + s.size <= r.start + r.size
+        assert (
+            (r.area, r.db) == (s.area, s.db) and r.start <= s.start and s.start + s.size <= r.start + r.size
+        )
     # the items of each range cover it exactly once
     for k, r in enumerate(ranges):
         pieces = sorted((i.start, i.size) for req in requests for i in req.items if i.range == k)
@@ -278,7 +280,9 @@ def reply(seq: int, items: list[tuple[int, bytes]], function: int = 0x04) -> byt
         data += struct.pack(">BBH", code, 0x04 if code == 0xFF else 0, len(payload) * 8) + payload
         if len(payload) % 2 and n < len(items) - 1:
             data += b"\x00"
-    return struct.pack(">BBHHHHBB", 0x32, 3, 0, seq, 2, len(data), 0, 0) + bytes([function, len(items)]) + data
+    return (
+        struct.pack(">BBHHHHBB", 0x32, 3, 0, seq, 2, len(data), 0, 0) + bytes([function, len(items)]) + data
+    )
 
 
 def test_reply_items_are_kept_one_by_one() -> None:
