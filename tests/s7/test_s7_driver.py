@@ -19,7 +19,6 @@ from edgegw.drivers.s7.simulator import S7Simulator
 from edgegw.gateway.config import load_config
 from edgegw.simulators.faults import Fault
 from edgegw.simulators.runner import build_simulators
-
 from harness import free_port
 
 POINTS = """
@@ -229,12 +228,12 @@ def test_a_hanging_cpu_times_out_and_garbage_is_named(tmp_path: Path) -> None:
     async def job(d: S7Driver, sim: S7Simulator) -> None:
         await d.read()
         sim.plc.set_fault(Fault("silent"))
-        with pytest.raises(DeviceUnreachable, match="no response within 0.3s"):
+        with pytest.raises(DeviceUnreachable, match=r"no response within 0\.3s"):
             await d.read()
         sim.plc.set_fault(Fault())
         await d.read()
         sim.plc.set_fault(Fault("silent"))
-        with pytest.raises(WriteTimeout, match="no response within 0.3s"):
+        with pytest.raises(WriteTimeout, match=r"no response within 0\.3s"):
             await d.write("speed_sp", 5)  # sent on the open session: it may have landed
         with pytest.raises(DeviceUnreachable, match="timed out"):
             await d.read()  # a new session: the CPU does not even answer the negotiation
