@@ -89,17 +89,20 @@ def test_reload_restarts_only_what_changed_and_refuses_a_bad_config(tmp_path: Pa
         assert (
             "added=d" in line and "removed=c" in line and "restarted=b" in line and "untouched=1" in line
         ), line
-        reloaded_at = time.monotonic()
+        reloaded_wall_ms = time.time() * 1000
         wait_for(lambda: len(sub.data("d")) >= 3, 10, "data from the added device")
         statuses = [json.loads(p) for t, p, _ in sub.messages if t == f"{PREFIX}/c/status"]
         assert (
             statuses[-1]["state"] == "offline" and statuses[-1]["reason"] == "removed from the configuration"
         )
         assert [p for t, p, r in sub.messages if t == f"{PREFIX}/c/meta"][-1] == b""  # retained meta cleared
-        b_before = len(sub.data("b"))
-        time.sleep(3)
-        b_rate = (len(sub.data("b")) - b_before) / (time.monotonic() - reloaded_at)
-        assert 1.0 <= b_rate <= 3.0, b_rate  # 500 ms now
+        # b's polls by their own time (`ts`), not by when the broker handed them over: a busy
+        # machine may deliver a backlog in one burst
+        time.sleep(4)
+        lo, hi = reloaded_wall_ms + 500, time.time() * 1000 - 500
+        polls = [m["ts"] for m in sub.data("b") if lo <= m["ts"] <= hi]
+        b_rate = len(polls) / ((hi - lo) / 1000)
+        assert 1.5 <= b_rate <= 2.6, b_rate  # 500 ms now (1 s before the reload)
 
         # the untouched device never paused: no gap in seq, no silence longer than a few polls
         a_times = [

@@ -42,6 +42,8 @@ class S7Address(Strict):
     @field_validator("address", mode="before")
     @classmethod
     def _text(cls, v: object) -> object:
+        if isinstance(v, bool) or not isinstance(v, str | int | float):
+            raise ValueError("an S7 address is text such as DB10.DBW2 or MW20")
         if isinstance(v, float):
             raise ValueError(f"an S7 address is text such as DB10.DBW{v:g} or MW{v:g}, not a number")
         return v  # a whole number is reported with the point's other checks
