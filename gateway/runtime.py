@@ -129,6 +129,7 @@ class Gateway:
             loaded.config.queue.commit_interval,
             loaded.relative,
             self.write_point,
+            loaded.data_dir,
         )
 
     def _sink_settings(self, loaded: LoadedConfig) -> dict[str, Any]:
@@ -168,7 +169,7 @@ class Gateway:
                 data_dir / "queue.sqlite3",
                 buf.max_bytes,
                 buf.fsync,
-                droppable=frozenset({"mqtt", "influxdb"}),
+                droppable=frozenset({"mqtt", "influxdb", "sparkplug"}),
             )
             if self.queue.depth:
                 event(

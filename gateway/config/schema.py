@@ -146,9 +146,40 @@ class InfluxSettings(Strict):
     verify_tls: bool = True
 
 
+class SparkplugSettings(Strict):
+    """A Sparkplug B 3.0 edge node: spBv1.0 topics, protobuf payloads, births and deaths, and
+    the durable queue's history sent as historical after the births."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    client_id: str | None = Field(None, description="default edgegw-<gateway id>-spb")
+    tls: TlsFiles | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    keepalive: KeepAlive = Field(30.0, description="1s to 65535s (whole seconds)")
+    reconnect_min: Duration = Field(1.0, description="first reconnect delay; doubles per failure, with jitter")
+    reconnect_max: Duration = Field(30.0, description="cap of the reconnect delay")
+    flush_timeout: Duration = Field(5.0, description="on stop, time allowed to send what is queued")
+    group_id: str = Field(pattern=r"^[^/#+]+$", description="the Sparkplug group of this edge node")
+    edge_node_id: str | None = Field(None, pattern=r"^[^/#+]+$", description="default: gateway.id")
+    primary_host_id: str | None = Field(
+        None, pattern=r"^[^/#+]+$", description="publish only while this host's STATE is online"
+    )
+    max_classification: Classification = "important"
+    commands: bool = Field(False, description="true: DCMD writes rw points (the HTTP API's checks and log)")
+    inflight: int = Field(256, ge=1, le=65535, description=INFLIGHT_DESCRIPTION)
+
+    @model_validator(mode="after")
+    def _reconnect_ordered(self) -> SparkplugSettings:
+        if self.reconnect_min > self.reconnect_max:
+            raise ValueError("reconnect_min is above reconnect_max")
+        return self
+
+
 class Northbound(Strict):
     mqtt: MqttSettings | None = None
     influxdb: InfluxSettings | None = None
+    sparkplug: SparkplugSettings | None = None
 
 
 class ApiTls(Strict):
@@ -223,7 +254,7 @@ class GatewayConfig(Strict):
         default_factory=dict, description="the device data dictionary: one entry per device type"
     )
     devices: list[Device] = Field(default_factory=list, description="discriminated by protocol:")
-    northbound: Northbound = Field(default_factory=Northbound, description="mqtt:, influxdb:")
+    northbound: Northbound = Field(default_factory=Northbound, description="mqtt:, influxdb:, sparkplug:")
     queue: QueueSettings = Field(
         default_factory=QueueSettings, description="the durable queue of MQTT, InfluxDB and identifiers"
     )

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 SINKS = {
     "mqtt": "edgegw.gateway.sinks.mqtt",
     "influxdb": "edgegw.gateway.sinks.influxdb",
+    "sparkplug": "edgegw.gateway.sinks.sparkplug",
 }
 
 
@@ -47,6 +48,7 @@ class SinkContext:
     commit_interval: float  # the queue's batch window (queue.commit_interval)
     relative: Callable[[str], Path]  # a file named in the config, relative to the config
     write: WritePoint  # the gateway's one write path (checks, device, log), for sinks that take writes
+    data_dir: Path = Path(".")  # for state a sink keeps beside the queue (Sparkplug's bdSeq)
 
 
 class Sink(Protocol):
