@@ -157,7 +157,9 @@ class SparkplugSettings(Strict):
     username: str | None = None
     password: SecretStr | None = None
     keepalive: KeepAlive = Field(30.0, description="1s to 65535s (whole seconds)")
-    reconnect_min: Duration = Field(1.0, description="first reconnect delay; doubles per failure, with jitter")
+    reconnect_min: Duration = Field(
+        1.0, description="first reconnect delay; doubles per failure, with jitter"
+    )
     reconnect_max: Duration = Field(30.0, description="cap of the reconnect delay")
     flush_timeout: Duration = Field(5.0, description="on stop, time allowed to send what is queued")
     group_id: str = Field(pattern=r"^[^/#+]+$", description="the Sparkplug group of this edge node")

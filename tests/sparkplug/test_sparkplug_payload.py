@@ -103,7 +103,13 @@ def test_wire_layout_is_the_specifications() -> None:
     assert b[14] == 1  # boolean_value = 14
     h = dict(_walk(pb.encode_metric(pb.Metric(alias=1, datatype=pb.BOOLEAN, value=True, is_historical=True))))
     assert h[5] == 1  # is_historical = 5
-    props = dict(_walk(pb.encode_metric(pb.Metric(name="n", datatype=pb.STRING, value="v", properties={"Quality": (pb.INT32, 192)}))))
+    props = dict(
+        _walk(
+            pb.encode_metric(
+                pb.Metric(name="n", datatype=pb.STRING, value="v", properties={"Quality": (pb.INT32, 192)})
+            )
+        )
+    )
     ps = _walk(props[9])  # properties = 9: keys = 1, values = 2
     assert ps[0] == (1, b"Quality")
     pv = dict(_walk(ps[1][1]))

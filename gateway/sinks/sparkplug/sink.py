@@ -1,9 +1,9 @@
 """Sparkplug B 3.0 edge node (paho-mqtt): births and deaths, DDATA by alias, commands, the
 primary host's STATE, and the durable queue's history sent as historical after the births.
 
-Session. Each MQTT CONNECT carries the NDEATH will (QoS 1, not retained) with the next bdSeq,
-which is written to `data_dir/sparkplug.bdseq` before the CONNECT leaves (first 0, +1 per
-CONNECT, wrapping at 256). On connect the node subscribes to its NCMD and DCMD topics (and the
+Session. Each MQTT CONNECT carries the NDEATH will (QoS 1, not retained) with the next bdSeq
+(first 0, +1 per CONNECT a broker accepted, wrapping at 256); the accepted one is written to
+`data_dir/sparkplug.bdseq`, so a restart goes on from it. On connect the node subscribes to its NCMD and DCMD topics (and the
 primary host's STATE), then publishes NBIRTH (seq 0, bdSeq, `Node Control/Rebirth` false) and a
 DBIRTH per device, each with every metric: name = point id, alias, datatype, value (or is_null
 with Quality 0), properties. One seq, 0-255 wrapping, runs across NBIRTH, DBIRTH, DDATA and
@@ -122,6 +122,7 @@ class SparkplugSink:
         self._aliases: dict[str, int] = self._load_aliases()
         self._bdseq_path = self.data_dir / "sparkplug.bdseq"
         self.bdseq = self._read_bdseq()  # the value of the current (or next) CONNECT's will
+        self._session_up = False  # a broker accepted the CONNECT carrying self.bdseq
         self._seq = 0
         self.connected = False
         self.host_online = self._state_topic is None
@@ -146,6 +147,7 @@ class SparkplugSink:
     # ---- persisted state: bdSeq and aliases ----
 
     def _read_bdseq(self) -> int:
+        """The bdSeq of the next CONNECT: one more than the last a broker accepted."""
         try:
             last = int(self._bdseq_path.read_text().strip())
         except (OSError, ValueError):
@@ -153,7 +155,7 @@ class SparkplugSink:
         return (last + 1) % 256
 
     def _write_bdseq(self, value: int) -> None:
-        """Durable before the CONNECT that carries it leaves: the next start goes on from it."""
+        """The bdSeq a broker accepted, kept so that the next start goes on from it."""
         tmp = self._bdseq_path.with_suffix(".tmp")
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -220,7 +222,6 @@ class SparkplugSink:
         )
 
     def _set_will(self, client: paho.Client) -> None:
-        self._write_bdseq(self.bdseq)
         client.will_set(f"{self.ns}/NDEATH/{self.node}", self._ndeath(), qos=1, retain=False)
 
     def _on_connect(self, client: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
@@ -228,6 +229,8 @@ class SparkplugSink:
             self._broker_warning("broker refused the connection", reason=str(reason))
             return
         self._attempt = 0
+        self._session_up = True
+        self._write_bdseq(self.bdseq)  # this CONNECT's will is registered: its bdSeq is used
         sock = client.socket()
         if isinstance(sock, socket.socket):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -240,8 +243,10 @@ class SparkplugSink:
 
     def _on_disconnect(self, client: paho.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         # paho's thread, before its next CONNECT: that one carries the next bdSeq
-        self.bdseq = (self.bdseq + 1) % 256
-        self._set_will(client)
+        if self._session_up:
+            self._session_up = False
+            self.bdseq = (self.bdseq + 1) % 256
+            self._set_will(client)
         self._call(self._on_disconnected, str(reason))
 
     def _on_connect_fail(self, _c: Any, _u: Any) -> None:
@@ -420,9 +425,12 @@ class SparkplugSink:
             return
         if ts < self._host_ts:
             return  # an old offline STATE (retained from before the host came back)
-        event(log, logging.WARNING, "primary host offline: ending the session", host=self.s.primary_host_id)
-        self.host_online = False
-        if self.connected:
+        was_online, self.host_online = self.host_online, False
+        if was_online:
+            event(log, logging.WARNING, "primary host offline", host=self.s.primary_host_id)
+        if self.connected and self.born:
+            # a session that was born ends (the host may have missed its data); one still
+            # waiting for the host stays connected and waits
             # the NDEATH the will would send, then a new session with the next bdSeq
             self.client.publish(f"{self.ns}/NDEATH/{self.node}", self._ndeath(), qos=1, retain=False)
             self.born = False
@@ -529,6 +537,8 @@ class SparkplugSink:
         d = self._devices.get(device)
         if d is None:
             return
+        if state not in ("online", "offline"):
+            return  # connecting: neither born nor dead yet
         online = state == "online"
         if online == d.online:
             return
