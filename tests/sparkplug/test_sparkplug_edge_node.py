@@ -100,6 +100,15 @@ def record(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Record]:
             "DCMD written",
         )
         rec.sim_values = ctl("GET", "/devices/im-1/values")
+        # out of range (uncertain), then a Modbus exception (bad, the device still answering)
+        rec.marks["quality"] = time.monotonic()
+        ctl("PUT", "/devices/em-1/points/voltage_l1", {"value": 400.0})
+        time.sleep(1.0)
+        ctl("DELETE", "/devices/em-1/points/voltage_l1")
+        ctl("PUT", "/devices/em-1/fault", {"mode": "exception", "code": 2})
+        time.sleep(1.0)
+        ctl("DELETE", "/devices/em-1/fault")
+        time.sleep(0.5)
         # kill -9: the broker sends the will
         rec.marks["kill"] = time.monotonic()
         gw.signal(signal.SIGKILL)
@@ -335,3 +344,26 @@ def test_after_a_crash_queued_data_is_historical(record: Record) -> None:
     for x in flagged:
         assert x["timestamp"] < restart.decoded["timestamp"]
     _ = os  # the module's processes are stopped by PID in the fixture
+
+
+# ---- dictionary: classification and quality ----
+
+
+def test_core_points_never_leave_the_gateway(record: Record) -> None:
+    """DESIGN 5a: max_classification applies: a core point (recipe_code) is in no birth and no data."""
+    for m in record.host.of("DBIRTH", "im-1"):
+        assert "recipe_code" not in named(m)
+        assert "barrel_temp_1" in named(m)
+
+
+def test_quality_uncertain_is_192_with_detail_and_bad_is_null_with_0(record: Record) -> None:
+    """DESIGN 5a: Quality is 192 or 0 (uncertain: 192 plus qualityDetail 'uncertain'); a bad value is is_null with Quality 0."""
+    birth = [m for m in record.host.of("DBIRTH", "em-1") if m.at < record.marks["quality"]][-1]
+    alias = named(birth)["voltage_l1"]["alias"]
+    after = [m for m in record.host.of("DDATA", "em-1") if m.at > record.marks["quality"]]
+    mine = [x for m in after for x in m.decoded["metrics"] if x["alias"] == alias]
+    uncertain = [x for x in mine if x.get("properties", {}).get("qualityDetail") == (12, "uncertain")]
+    assert uncertain and all(x["properties"]["Quality"] == (3, 192) and x["value"] == 400.0 for x in uncertain)
+    bad = [x for x in mine if x.get("is_null")]
+    assert bad and all(x["properties"]["Quality"] == (3, 0) and "value" not in x for x in bad)
+    assert all(x["properties"]["Quality"][1] in (0, 192) for x in mine if "properties" in x)

@@ -50,7 +50,7 @@ from ...config.units import UNECE_REC20
 from ...dictionary import DictionaryEntry, visible
 from ...durable_queue import DurableQueue
 from ...logs import RateLimited, event, report_crash
-from ...normalise import Sample
+from ...normalise import Reading, Sample
 from ...writeback import WriteRejected, write_error
 from .. import DeviceInfo, SinkContext, WritePoint
 from . import payload as pb
@@ -94,10 +94,17 @@ class _Device:
     points: list[DictionaryEntry]
     alias: dict[str, int]
     datatype: dict[str, int]
-    prefix: dict[str, bytes]  # per point: its alias field, encoded once
-    latest: dict[str, tuple[object, str, int | None, int]] = field(
-        default_factory=dict
-    )  # v, q, ts, sample ts
+    encoders: dict[str, tuple[bytes, Any]]  # per point: its alias field, and value -> value field
+    # the latest readings for births: the last full sample, and what partial samples changed
+    last_full: list[Reading] = field(default_factory=list)
+    changed: dict[str, Reading] = field(default_factory=dict)
+    last_ts: int = 0
+
+    def latest(self) -> dict[str, Reading]:
+        out = {r.id: r for r in self.last_full}
+        out.update(self.changed)
+        return out
+
     online: bool = True
     born: bool = False  # a DBIRTH went out in this session and no DDEATH after it
 
@@ -120,6 +127,7 @@ class SparkplugSink:
         self._devices: dict[str, _Device] = {}
         self._aliases_path = self.data_dir / "sparkplug.aliases.json"
         self._aliases: dict[str, int] = self._load_aliases()
+        self._next_alias = max(self._aliases.values(), default=0)
         self._bdseq_path = self.data_dir / "sparkplug.bdseq"
         self.bdseq = self._read_bdseq()  # the value of the current (or next) CONNECT's will
         self._session_up = False  # a broker accepted the CONNECT carrying self.bdseq
@@ -343,8 +351,10 @@ class SparkplugSink:
         if d is None or not self.born or not (d.online or force):
             return
         metrics = []
+        latest = d.latest()
         for e in d.points:
-            v, q, ts, at = d.latest.get(e.id, (None, "bad", None, now_ms()))
+            r = latest.get(e.id)
+            v, q, ts, at = (r.v, r.q, r.ts, d.last_ts) if r is not None else (None, "bad", None, now_ms())
             props: dict[str, tuple[int, object]] = {
                 "Quality": (pb.INT32, BAD if q == "bad" or v is None else GOOD)
             }
@@ -509,7 +519,8 @@ class SparkplugSink:
         for e in points:
             key = f"{info.id}/{e.id}"
             if key not in self._aliases:
-                self._aliases[key] = max(self._aliases.values(), default=0) + 1
+                self._next_alias += 1
+                self._aliases[key] = self._next_alias
                 new = True
             alias[e.id] = self._aliases[key]
         if new:
@@ -520,10 +531,10 @@ class SparkplugSink:
             points,
             alias,
             {e.id: datatype_of(e) for e in points},
-            {k: b"\x10" + pb.varint(a) for k, a in alias.items()},
+            {e.id: (b"\x10" + pb.varint(alias[e.id]), value_encoder(datatype_of(e))) for e in points},
         )
         if old is not None:
-            d.latest, d.online = old.latest, old.online
+            d.last_full, d.changed, d.last_ts, d.online = old.last_full, old.changed, old.last_ts, old.online
         self._devices[info.id] = d
         if self.born:
             self._queue_event("DBIRTH", info.id)
@@ -557,31 +568,47 @@ class SparkplugSink:
         self._wake.set()
 
     def submit(self, sample: Sample) -> None:
+        """Commit the sample as the DDATA metrics it becomes: per point its alias, its own
+        timestamp and its value (bad: is_null with Quality 0; uncertain: Quality 192 with
+        qualityDetail), encoded with the point's precompiled encoder."""
         d = self._devices.get(sample.device)
         if d is None:
             return
         out = bytearray(_TS.pack(sample.ts))
-        live = self.born
-        dtypes, prefixes, latest = d.datatype, d.prefix, d.latest
+        sample_ts = b"\x18" + pb.varint(sample.ts)
+        if not self.born:
+            sample_ts += b"\x28\x01"  # is_historical: it waits for the next session's births
+        historical = not self.born
+        encoders = d.encoders
+        d.last_ts = sample.ts
+        if sample.full:
+            d.last_full, d.changed = sample.readings, {}
+        else:
+            d.changed.update((r.id, r) for r in sample.readings)
         for r in sample.readings:
-            prefix = prefixes.get(r.id)
-            if prefix is None:
+            enc = encoders.get(r.id)
+            if enc is None:
                 continue
-            ts = r.ts if r.ts is not None else sample.ts
-            latest[r.id] = (r.v, r.q, r.ts, sample.ts)
-            body = prefix + b"\x18" + pb.varint(ts)
-            if not live:
-                body += b"\x28\x01"  # is_historical: it waits for the next session's births
-            if r.q == "bad" or r.v is None:
-                body += b"\x38\x01" + _QUALITY_BAD
+            prefix, value_of = enc
+            if r.ts is None:
+                head = prefix + sample_ts
             else:
-                if r.q == "uncertain":
-                    body += _QUALITY_UNCERTAIN
+                head = prefix + b"\x18" + pb.varint(r.ts) + (b"\x28\x01" if historical else b"")
+            q = r.q
+            if q == "good" and r.v is not None:
                 try:
-                    body += pb.value_field(dtypes[r.id], r.v, 10)
-                except (ValueError, TypeError, OverflowError):
-                    body += b"\x38\x01" + _QUALITY_BAD
-            out += b"\x12" + pb.varint(len(body)) + body
+                    body = head + value_of(r.v)
+                except (ValueError, TypeError, OverflowError, struct.error):
+                    body = head + _NULL_BAD
+            elif q == "bad" or r.v is None:
+                body = head + _NULL_BAD
+            else:
+                try:
+                    body = head + _QUALITY_UNCERTAIN + value_of(r.v)
+                except (ValueError, TypeError, OverflowError, struct.error):
+                    body = head + _NULL_BAD
+            n = len(body)
+            out += (b"\x12" + bytes((n,)) if n < 0x80 else b"\x12" + pb.varint(n)) + body
         if len(out) == 8:
             return
         self.queue.append(STREAM, sample.device, bytes(out))
@@ -725,6 +752,26 @@ def _quality(value: int, detail: str | None = None) -> bytes:
 
 _QUALITY_BAD = _quality(BAD)
 _QUALITY_UNCERTAIN = _quality(GOOD, "uncertain")
+_NULL_BAD = b"\x38\x01" + _QUALITY_BAD  # is_null, Quality 0
+_D = struct.Struct("<d")
+_F = struct.Struct("<f")
+
+
+def value_encoder(datatype: int) -> Any:
+    """value -> the Metric value field of this datatype, as a closure made once per point."""
+    if datatype == pb.DOUBLE:
+        pack_d = _D.pack
+        return lambda v: b"\x69" + pack_d(float(v))  # double_value = 13, 64-bit
+    if datatype == pb.FLOAT:
+        pack_f = _F.pack
+        return lambda v: b"\x65" + pack_f(float(v))  # float_value = 12, 32-bit
+    if datatype == pb.BOOLEAN:
+        return lambda v: b"\x70\x01" if v else b"\x70\x00"  # boolean_value = 14
+    if datatype in (pb.INT64, pb.UINT64):
+        return lambda v: b"\x58" + pb.varint(int(v) & 0xFFFFFFFFFFFFFFFF)  # long_value = 11
+    if datatype == pb.STRING:
+        return lambda v: pb.value_field(pb.STRING, v, 10)
+    return lambda v: b"\x50" + pb.varint(int(v) & 0xFFFFFFFF)  # int_value = 10
 
 
 def _historical(metrics: bytes) -> bool:
