@@ -100,6 +100,13 @@ def record(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Record]:
             "DCMD written",
         )
         rec.sim_values = ctl("GET", "/devices/im-1/values")
+        # a retained Rebirth (commands are never retained): answered once, not at every barrier
+        births = len(host.of("NBIRTH"))
+        rec.marks["retained"] = time.monotonic()
+        host.publish(f"{NS}/NCMD/{NODE}", encode_rebirth(), qos=1, retain=True)
+        time.sleep(1.5)
+        rec.marks["retained_births"] = len(host.of("NBIRTH")) - births
+        host.publish(f"{NS}/NCMD/{NODE}", b"", qos=1, retain=True)  # clear it
         # out of range (uncertain), then a Modbus exception (bad, the device still answering)
         rec.marks["quality"] = time.monotonic()
         ctl("PUT", "/devices/em-1/points/voltage_l1", {"value": 400.0})
@@ -116,8 +123,9 @@ def record(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Record]:
         wait_for(lambda: host.of("NDEATH"), 10, "NDEATH will")
         # restart: the next bdSeq
         rec.marks["restart"] = time.monotonic()
+        births = len(host.of("NBIRTH"))
         gw = Proc([*EDGEGW, "run", "-c", str(cfg)], tmp / "gw2.log")
-        wait_for(lambda: len(host.of("NBIRTH")) >= 3, 20, "NBIRTH after restart")
+        wait_for(lambda: len(host.of("NBIRTH")) > births, 20, "NBIRTH after restart")
         time.sleep(1.0)
         yield rec
     finally:
@@ -205,7 +213,7 @@ def test_will_bdseq_matches_the_sessions_nbirth(record: Record) -> None:
 def test_bdseq_starts_at_zero_and_increments_per_connect(record: Record) -> None:
     """[tck-id-topics-nbirth-bdseq-increment]: 0 on the first CONNECT, +1 on each new one; [tck-id-operational-behavior-data-commands-rebirth-action-3]: a Rebirth keeps it."""
     values = [named(m)["bdSeq"]["value"] for m in record.host.of("NBIRTH")]
-    assert values == [0, 0, 1]  # start, Rebirth (same connection), restart after kill -9
+    assert values == [0, 0, 0, 1]  # start, two Rebirths (same connection), restart after kill -9
 
 
 # ---- DBIRTH ----
@@ -329,7 +337,9 @@ def test_dcmd_writes_an_rw_point_and_garbage_is_ignored(record: Record) -> None:
 def test_ncmd_and_dcmd_subscribed_before_nbirth(record: Record) -> None:
     """[tck-id-message-flow-edge-node-ncmd-subscribe]: the node takes NCMD from its first NBIRTH on (the Rebirth of this module's script was answered)."""
     assert (
-        len([m for m in record.host.of("NBIRTH") if record.marks["rebirth"] < m.at < record.marks["kill"]])
+        len(
+            [m for m in record.host.of("NBIRTH") if record.marks["rebirth"] < m.at < record.marks["retained"]]
+        )
         == 1
     )
 
@@ -363,7 +373,14 @@ def test_quality_uncertain_is_192_with_detail_and_bad_is_null_with_0(record: Rec
     after = [m for m in record.host.of("DDATA", "em-1") if m.at > record.marks["quality"]]
     mine = [x for m in after for x in m.decoded["metrics"] if x["alias"] == alias]
     uncertain = [x for x in mine if x.get("properties", {}).get("qualityDetail") == (12, "uncertain")]
-    assert uncertain and all(x["properties"]["Quality"] == (3, 192) and x["value"] == 400.0 for x in uncertain)
+    assert uncertain and all(
+        x["properties"]["Quality"] == (3, 192) and x["value"] == 400.0 for x in uncertain
+    )
     bad = [x for x in mine if x.get("is_null")]
     assert bad and all(x["properties"]["Quality"] == (3, 0) and "value" not in x for x in bad)
     assert all(x["properties"]["Quality"][1] in (0, 192) for x in mine if "properties" in x)
+
+
+def test_a_retained_command_is_ignored(record: Record) -> None:
+    """[tck-id-payloads-ncmd-retain] NCMD is never retained: a retained one (left by a faulty host) is answered once, when it is published, and its retained copy, which every re-subscription brings back, is ignored."""
+    assert record.marks["retained_births"] == 1

@@ -266,7 +266,20 @@ class SparkplugSink:
         self._call(self._wake.set)
 
     def _on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
+        if msg.retain and msg.topic != self._state_topic:
+            # NCMD/DCMD are never retained (Sparkplug 4.2); one that is would come back with
+            # every SUBSCRIBE barrier: a Rebirth storm, or a write repeated
+            self._call(self._retained_command, msg.topic)
+            return
         self._call(self._message, msg.topic, bytes(msg.payload))
+
+    def _retained_command(self, topic: str) -> None:
+        self._ratelimit.log(
+            "retained",
+            logging.WARNING,
+            "ignored a retained command (commands are never retained)",
+            topic=topic,
+        )
 
     def _call(self, fn: Any, *args: Any) -> None:
         loop = self._loop
