@@ -127,6 +127,10 @@ def record(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Record]:
         gw = Proc([*EDGEGW, "run", "-c", str(cfg)], tmp / "gw2.log")
         wait_for(lambda: len(host.of("NBIRTH")) > births, 20, "NBIRTH after restart")
         time.sleep(1.0)
+        # an orderly stop: the node publishes its NDEATH itself before it disconnects
+        rec.marks["stop"] = time.monotonic()
+        gw.stop()
+        wait_for(lambda: len(host.of("NDEATH")) >= 2, 10, "NDEATH on an orderly stop")
         yield rec
     finally:
         gw.stop()
@@ -174,7 +178,7 @@ def test_births_and_data_are_qos0_not_retained(record: Record) -> None:
 
 def test_will_is_ndeath_qos1_not_retained(record: Record) -> None:
     """[tck-id-message-flow-edge-node-birth-publish-will-message], [...-will-message-topic], [...-will-message-qos]: the will is NDEATH at QoS 1, not retained."""
-    (death,) = record.host.of("NDEATH")
+    death = record.host.of("NDEATH")[0]
     assert death.topic == f"{NS}/NDEATH/{NODE}"
     assert death.qos == 1 and not death.retain
 
@@ -204,7 +208,7 @@ def test_nbirth_carries_rebirth_control(record: Record) -> None:
 def test_will_bdseq_matches_the_sessions_nbirth(record: Record) -> None:
     """[tck-id-topics-nbirth-bdseq-matching], [tck-id-payloads-ndeath-bdseq]: the NDEATH's bdSeq is the NBIRTH's of that connection."""
     births = [m for m in record.host.of("NBIRTH") if m.at < record.marks["kill"]]
-    (death,) = record.host.of("NDEATH")
+    death = record.host.of("NDEATH")[0]
     assert named(death)["bdSeq"]["value"] == named(births[-1])["bdSeq"]["value"]
     assert "seq" not in death.decoded  # [tck-id-topics-ndeath-seq]
     assert [x["name"] for x in death.decoded["metrics"]] == ["bdSeq"]  # [tck-id-topics-ndeath-payload]
@@ -384,3 +388,11 @@ def test_quality_uncertain_is_192_with_detail_and_bad_is_null_with_0(record: Rec
 def test_a_retained_command_is_ignored(record: Record) -> None:
     """[tck-id-payloads-ncmd-retain] NCMD is never retained: a retained one (left by a faulty host) is answered once, when it is published, and its retained copy, which every re-subscription brings back, is ignored."""
     assert record.marks["retained_births"] == 1
+
+
+def test_an_orderly_stop_publishes_ndeath(record: Record) -> None:
+    """[tck-id-operational-behavior-edge-node-intentional-disconnect-ndeath]: an Edge Node that disconnects on purpose publishes its NDEATH first, with the session's bdSeq."""
+    deaths = [m for m in record.host.of("NDEATH") if m.at > record.marks["stop"]]
+    assert len(deaths) == 1
+    last_birth = record.host.of("NBIRTH")[-1]
+    assert named(deaths[0])["bdSeq"]["value"] == named(last_birth)["bdSeq"]["value"] == 1

@@ -147,3 +147,60 @@ def test_primary_host_state_gates_the_session(tmp_path: Path) -> None:
         simulator.stop()
         host.stop()
         broker.kill()
+
+
+def test_reload_adds_and_removes_devices_and_renews_the_session(tmp_path: Path) -> None:
+    """DESIGN 5a with reloads: a device added by a reload gets its DBIRTH, a removed one its DDEATH; new Sparkplug settings end the session with NDEATH and start the next with the next bdSeq."""
+    import subprocess
+
+    mqtt, sim = free_port(), free_port()
+    cfg = tmp_path / "c.yaml"
+    second = f"""  - id: em-2
+    model: energy-meter-3ph
+    protocol: modbus-tcp
+    connection: {{host: 127.0.0.1, port: {sim}, unit_id: 2, timeout: 300ms}}
+    poll: {{interval: {INTERVAL}s}}
+"""
+    base = config(tmp_path, mqtt, sim)
+    both = base.replace("northbound:", second + "northbound:")
+    (tmp_path / "sim.yaml").write_text(both)
+    cfg.write_text(base)
+    broker = start_mosquitto(tmp_path, mqtt)
+    simulator = Proc([*EDGEGW, "simulate", "-c", str(tmp_path / "sim.yaml")], tmp_path / "sim.log")
+    wait_port(sim, 20)
+    host = Host(mqtt)
+    gw = Proc([*EDGEGW, "run", "-c", str(cfg)], tmp_path / "gw.log")
+
+    def reload() -> None:
+        done = subprocess.run(
+            [*EDGEGW, "reload", "-c", str(cfg)], cwd=ROOT, capture_output=True, text=True, timeout=30
+        )
+        assert done.returncode == 0, done.stderr
+
+    try:
+        wait_for(lambda: len(host.of("DDATA", "em-1")) >= 3, 20, "DDATA")
+        cfg.write_text(both)
+        reload()
+        wait_for(
+            lambda: host.of("DBIRTH", "em-2") and host.of("DDATA", "em-2"), 10, "em-2 born and publishing"
+        )
+        assert host.of("DBIRTH", "em-2")[0].at < host.of("DDATA", "em-2")[0].at
+        cfg.write_text(base)
+        reload()
+        wait_for(lambda: host.of("DDEATH", "em-2"), 10, "DDEATH of the removed device")
+        first = host.of("NBIRTH")[-1]
+        cfg.write_text(base.replace("reconnect_max: 500ms", "reconnect_max: 600ms"))
+        reload()
+        wait_for(lambda: host.of("NDEATH") and len(host.of("NBIRTH")) >= 2, 10, "a new session")
+        death, again = host.of("NDEATH")[0], host.of("NBIRTH")[-1]
+        bd = first.decoded["metrics"][0]["value"]
+        assert death.decoded["metrics"][0]["value"] == bd
+        assert again.decoded["metrics"][0]["value"] == (bd + 1) % 256
+        wait_for(
+            lambda: [m for m in host.of("DDATA", "em-1") if m.at > again.at], 10, "data in the new session"
+        )
+    finally:
+        gw.stop()
+        simulator.stop()
+        host.stop()
+        broker.kill()
