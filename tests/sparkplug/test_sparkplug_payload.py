@@ -123,3 +123,54 @@ def test_any_bytes_decode_or_fail_plainly(data: bytes) -> None:
         pb.decode_payload(data)
     except pb.PayloadError as exc:
         assert str(exc)
+
+
+def test_a_sample_becomes_ddata_metrics_in_the_queue(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The sink's submit, fast path and general path: good floats, an integer, a bad value, an
+    uncertain one, and a float32 beyond what a Float holds (bad, not an exception)."""
+    from pathlib import Path
+
+    from edgegw.gateway.config.schema import SparkplugSettings
+    from edgegw.gateway.dictionary import DictionaryEntry
+    from edgegw.gateway.durable_queue import DurableQueue
+    from edgegw.gateway.normalise import Reading, Sample
+    from edgegw.gateway.sinks import DeviceInfo, SinkContext
+    from edgegw.gateway.sinks.sparkplug.sink import SparkplugSink
+
+    async def no_write(*_a: object) -> object:
+        raise AssertionError("no writes here")
+
+    queue = DurableQueue(Path(tmp_path) / "q.sqlite3", 64 * 1024**2)
+    ctx = SinkContext("gw", queue, 0.02, lambda p: Path(p), no_write, Path(tmp_path))
+    sink = SparkplugSink(SparkplugSettings(group_id="g", port=1), ctx)
+    points = [
+        DictionaryEntry(id="t", type="float32"),
+        DictionaryEntry(id="d", type="float64"),
+        DictionaryEntry(id="n", type="int16"),
+        DictionaryEntry(id="b", type="float64"),
+        DictionaryEntry(id="u", type="float64"),
+    ]
+    sink.add_device(DeviceInfo("dev", None, "modbus-tcp", {}, points))
+    readings = [
+        Reading("t", 1.5, "good"),
+        Reading("d", 2.25, "good", ts=123),
+        Reading("n", -7, "good"),
+        Reading("b", None, "bad", "timeout"),
+        Reading("u", 9.5, "uncertain"),
+    ]
+    sink.submit(Sample("dev", 1_700_000_000_000, readings))
+    sink.submit(Sample("dev", 1_700_000_000_001, [Reading("t", 1e300, "good")]))
+    queue.commit()
+    rows = queue.after("sparkplug", 0, 10)
+    first = pb.decode_payload(rows[0][2][8:])
+    got = {m.alias: m for m in first.metrics}
+    a = sink._devices["dev"].alias
+    assert got[a["t"]].value == 1.5 and got[a["t"]].timestamp == 1_700_000_000_000
+    assert got[a["d"]].value == 2.25 and got[a["d"]].timestamp == 123
+    assert got[a["n"]].value == 4294967289  # int_value, 32-bit two's complement (no datatype in DDATA)
+    assert got[a["b"]].is_null and got[a["b"]].properties == {"Quality": (pb.INT32, 0)}
+    assert got[a["u"]].properties["qualityDetail"] == (pb.STRING, "uncertain") and got[a["u"]].value == 9.5
+    (over,) = pb.decode_payload(rows[1][2][8:]).metrics
+    assert over.is_null and over.properties["Quality"] == (pb.INT32, 0)
+    assert all(m.is_historical for m in first.metrics)  # queued before any session's births
+    queue.close()

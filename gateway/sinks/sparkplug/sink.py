@@ -94,7 +94,8 @@ class _Device:
     points: list[DictionaryEntry]
     alias: dict[str, int]
     datatype: dict[str, int]
-    encoders: dict[str, tuple[bytes, Any]]  # per point: its alias field, and value -> value field
+    # per point: its alias field, value -> value field, and (pack, tag, size) for Float/Double
+    encoders: dict[str, tuple[bytes, Any, Any]]
     # the latest readings for births: the last full sample, and what partial samples changed
     last_full: list[Reading] = field(default_factory=list)
     changed: dict[str, Reading] = field(default_factory=dict)
@@ -544,7 +545,14 @@ class SparkplugSink:
             points,
             alias,
             {e.id: datatype_of(e) for e in points},
-            {e.id: (b"\x10" + pb.varint(alias[e.id]), value_encoder(datatype_of(e))) for e in points},
+            {
+                e.id: (
+                    b"\x10" + pb.varint(alias[e.id]),
+                    value_encoder(datatype_of(e)),
+                    _FIXED.get(datatype_of(e)),
+                )
+                for e in points
+            },
         )
         if old is not None:
             d.last_full, d.changed, d.last_ts, d.online = old.last_full, old.changed, old.last_ts, old.online
@@ -598,11 +606,27 @@ class SparkplugSink:
             d.last_full, d.changed = sample.readings, {}
         else:
             d.changed.update((r.id, r) for r in sample.readings)
+        tail = len(sample_ts)
         for r in sample.readings:
             enc = encoders.get(r.id)
             if enc is None:
                 continue
-            prefix, value_of = enc
+            prefix, value_of, fixed = enc
+            v = r.v
+            if fixed is not None and r.ts is None and r.q == "good" and v.__class__ is float:
+                # the common case, a good Float/Double at the sample's time: written in place
+                packer, tag, size = fixed
+                try:
+                    packed = packer(tag, v)
+                except (struct.error, OverflowError):  # beyond a Float: the general path says bad
+                    packed = None
+                if packed is not None:
+                    out += b"\x12"
+                    out.append(len(prefix) + tail + size)
+                    out += prefix
+                    out += sample_ts
+                    out += packed
+                    continue
             if r.ts is None:
                 head = prefix + sample_ts
             else:
@@ -768,6 +792,11 @@ _QUALITY_UNCERTAIN = _quality(GOOD, "uncertain")
 _NULL_BAD = b"\x38\x01" + _QUALITY_BAD  # is_null, Quality 0
 _D = struct.Struct("<d")
 _F = struct.Struct("<f")
+# tag and value in one pack, for the in-place path of submit: (pack, tag, bytes with the tag)
+_FIXED = {
+    pb.DOUBLE: (struct.Struct("<Bd").pack, 0x69, 9),  # double_value = 13, 64-bit
+    pb.FLOAT: (struct.Struct("<Bf").pack, 0x65, 5),  # float_value = 12, 32-bit
+}
 
 
 def value_encoder(datatype: int) -> Any:
