@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test setup system-packages lint clean bench bench-smoke
+.PHONY: demo test setup system-packages lint clean bench bench-smoke bench-more
 
 demo: setup
 	scripts/demo
@@ -26,6 +26,13 @@ $(BIN)/edgegw: pyproject.toml
 # every throughput scenario with its bare-pymodbus ceiling; the README's table (several minutes)
 bench: setup
 	$(BIN)/python bench/run.py --all --seconds 20
+
+# the S7 scenarios (gateway against a bare python-snap7 client) and Sparkplug B as the only sink
+bench-more: setup
+	$(BIN)/python bench/s7.py --cpus 100 --points 100 --interval 1s --seconds 20
+	$(BIN)/python bench/s7.py --cpus 20 --points 200 --interval 100ms --seconds 20
+	$(BIN)/python bench/s7.py --cpus 40 --points 200 --interval 50ms --seconds 20
+	$(BIN)/python bench/sparkplug.py --devices 200 --points 100 --interval 200ms --seconds 20
 
 # not a timed test: 10 s at 10,000 values/s through store-and-forward, failing only on lost values
 bench-smoke: setup
