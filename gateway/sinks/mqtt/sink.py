@@ -28,10 +28,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import socket
 import sqlite3
-import ssl
 import time
 import zlib
 from collections import deque
@@ -50,6 +48,7 @@ from ...logs import RateLimited, event, report_crash
 from ...normalise import Sample
 from ...writeback import WriteRejected, write_error
 from .. import DeviceInfo, SinkContext, WritePoint
+from ..broker import configure, next_reconnect_delay
 
 log = logging.getLogger("edgegw.mqtt")
 STREAM = "mqtt"
@@ -148,18 +147,7 @@ class MqttSink:
             protocol=paho.MQTTv311,
         )
         client.max_inflight_messages_set(min(s.inflight, 65535))
-        client.reconnect_delay_set(min_delay=s.reconnect_min, max_delay=s.reconnect_min)  # type: ignore[arg-type]
-        if s.username:
-            client.username_pw_set(s.username, s.password.get_secret_value() if s.password else None)
-        if s.tls is not None:
-            resolve = tls_path or (lambda p: p)
-            client.tls_set(
-                ca_certs=str(resolve(s.tls.ca)) if s.tls.ca else None,
-                certfile=str(resolve(s.tls.cert)) if s.tls.cert else None,
-                keyfile=str(resolve(s.tls.key)) if s.tls.key else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
-            client.tls_insecure_set(s.tls.insecure)
+        configure(client, s, tls_path)
         client.will_set(f"{self.prefix}/status", _json({"state": "offline"}), qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -229,12 +217,8 @@ class MqttSink:
         )
 
     def _next_reconnect_delay(self) -> None:
-        # paho waits min_delay before its next attempt: set it to this attempt's jittered delay
         self._attempt += 1
-        s = self.s
-        ceiling = min(s.reconnect_max, s.reconnect_min * 2 ** min(self._attempt - 1, 30))
-        delay = random.uniform(ceiling / 2, ceiling)
-        self.client.reconnect_delay_set(min_delay=delay, max_delay=delay)  # type: ignore[arg-type]
+        next_reconnect_delay(self.client, self.s, self._attempt)
 
     def _broker_warning(self, msg: str, **fields: Any) -> None:
         # while the broker stays away, one line per 30 s rather than one per retry

@@ -31,9 +31,7 @@ import contextlib
 import json
 import logging
 import os
-import random
 import socket
-import ssl
 import struct
 import time
 from collections import deque
@@ -53,6 +51,7 @@ from ...logs import RateLimited, event, report_crash
 from ...normalise import Reading, Sample
 from ...writeback import WriteRejected, write_error
 from .. import DeviceInfo, SinkContext, WritePoint
+from ..broker import configure, next_reconnect_delay
 from . import payload as pb
 
 log = logging.getLogger("edgegw.sparkplug")
@@ -206,17 +205,7 @@ class SparkplugSink:
         )
         client.max_inflight_messages_set(20)  # QoS 1 only carries SUBSCRIBEs and the will
         client.max_queued_messages_set(0)
-        client.reconnect_delay_set(min_delay=s.reconnect_min, max_delay=s.reconnect_min)  # type: ignore[arg-type]
-        if s.username:
-            client.username_pw_set(s.username, s.password.get_secret_value() if s.password else None)
-        if s.tls is not None:
-            client.tls_set(
-                ca_certs=str(ctx.relative(s.tls.ca)) if s.tls.ca else None,
-                certfile=str(ctx.relative(s.tls.cert)) if s.tls.cert else None,
-                keyfile=str(ctx.relative(s.tls.key)) if s.tls.key else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
-            client.tls_insecure_set(s.tls.insecure)
+        configure(client, s, ctx.relative)
         self._set_will(client)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -289,10 +278,7 @@ class SparkplugSink:
 
     def _next_reconnect_delay(self) -> None:
         self._attempt += 1
-        s = self.s
-        ceiling = min(s.reconnect_max, s.reconnect_min * 2 ** min(self._attempt - 1, 30))
-        delay = random.uniform(ceiling / 2, ceiling)
-        self.client.reconnect_delay_set(min_delay=delay, max_delay=delay)  # type: ignore[arg-type]
+        next_reconnect_delay(self.client, self.s, self._attempt)
 
     def _broker_warning(self, msg: str, **fields: Any) -> None:
         self._ratelimit.log("connect", logging.WARNING, msg, broker=self._broker, **fields)
