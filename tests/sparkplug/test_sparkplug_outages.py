@@ -204,3 +204,45 @@ def test_reload_adds_and_removes_devices_and_renews_the_session(tmp_path: Path) 
         simulator.stop()
         host.stop()
         broker.kill()
+
+
+def test_beside_the_json_sink(tmp_path: Path) -> None:
+    """DESIGN 5a: Sparkplug beside the JSON contract on one durable queue: both get every poll, and a device going offline gets its DDEATH at once although the JSON sink's rows share the queue."""
+    import httpx
+    from harness import Subscriber
+
+    mqtt, sim, control = free_port(), free_port(), free_port()
+    cfg = tmp_path / "c.yaml"
+    text = config(tmp_path, mqtt, sim).replace(
+        "northbound:\n", f"northbound:\n  mqtt: {{host: 127.0.0.1, port: {mqtt}}}\n"
+    )
+    cfg.write_text(text)
+    broker = start_mosquitto(tmp_path, mqtt)
+    simulator = Proc(
+        [*EDGEGW, "simulate", "-c", str(cfg), "--control", f"127.0.0.1:{control}"], tmp_path / "sim.log"
+    )
+    wait_port(control, 20)
+    host = Host(mqtt)
+    sub = Subscriber(mqtt, f"edgegw/{NODE}/#")
+    gw = Proc([*EDGEGW, "run", "-c", str(cfg)], tmp_path / "gw.log")
+    try:
+        wait_for(
+            lambda: len(host.of("DDATA", "em-1")) >= 5 and len(sub.data("em-1")) >= 5,
+            20,
+            "both sinks publishing",
+        )
+        httpx.put(
+            f"http://127.0.0.1:{control}/devices/em-1/fault", json={"mode": "drop"}, timeout=10
+        ).raise_for_status()
+        t = time.monotonic()
+        wait_for(lambda: host.of("DDEATH", "em-1"), 10, "DDEATH")
+        assert host.of("DDEATH", "em-1")[0].at - t < 5
+        wait_for(
+            lambda: any(s["state"] == "offline" for s in sub.json("/em-1/status")), 10, "JSON status offline"
+        )
+    finally:
+        gw.stop()
+        simulator.stop()
+        host.stop()
+        sub.stop()
+        broker.kill()

@@ -542,6 +542,7 @@ class SparkplugSink:
         )
         if old is not None:
             d.last_full, d.changed, d.last_ts, d.online = old.last_full, old.changed, old.last_ts, old.online
+            d.born = old.born  # its rows queued until the new DBIRTH are still its DDATA
         self._devices[info.id] = d
         if self.born:
             self._queue_event("DBIRTH", info.id)
@@ -680,9 +681,8 @@ class SparkplugSink:
             return
         room = self.s.inflight - len(self._unconfirmed) - sum(len(v) for v in self._barriers.values())
         while room > 0:
-            rows = self.queue.after(STREAM, self._cursor, min(room, 500))
-            if not rows and not self._events:
-                break
+            want = min(room, 500)
+            rows = self.queue.after(STREAM, self._cursor, want)
             for row_id, device, body in rows:
                 while self._events and self._events[0][0] < row_id:
                     self._fire(self._events.popleft())
@@ -700,7 +700,13 @@ class SparkplugSink:
                 self._unconfirmed.append(row_id)  # rows of a dead device are settled too
                 self._cursor = row_id
                 room -= 1
-            if len(rows) < 500 or room <= 0:
+            if len(rows) < want:
+                # every committed row is out, so every event's rows are: an event's mark may be
+                # a row of another stream (the JSON sink's), which this cursor never reaches
+                while self._events:
+                    self._fire(self._events.popleft())
+                break
+            if room <= 0:
                 while self._events and self._events[0][0] <= self._cursor:
                     self._fire(self._events.popleft())
                 break
