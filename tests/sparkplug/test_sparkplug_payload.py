@@ -174,3 +174,53 @@ def test_a_sample_becomes_ddata_metrics_in_the_queue(tmp_path) -> None:  # type:
     assert over.is_null and over.properties["Quality"] == (pb.INT32, 0)
     assert all(m.is_historical for m in first.metrics)  # queued before any session's births
     queue.close()
+
+
+def test_a_damaged_queued_row_is_dropped_and_delivery_goes_on(tmp_path, broker) -> None:  # type: ignore[no-untyped-def]
+    """A queued row whose bytes are not metrics (a damaged disk page) must not stop the queue:
+    it is settled and counted, and the rows after it are delivered. Real Mosquitto, real queue."""
+    import asyncio
+    import sys
+    from pathlib import Path
+
+    from edgegw.gateway.config.schema import SparkplugSettings
+    from edgegw.gateway.dictionary import DictionaryEntry
+    from edgegw.gateway.durable_queue import DurableQueue
+    from edgegw.gateway.normalise import Reading, Sample
+    from edgegw.gateway.sinks import DeviceInfo, SinkContext
+    from edgegw.gateway.sinks.sparkplug.sink import SparkplugSink
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from host import Host
+
+    _, port = broker
+    host = Host(port)
+
+    async def no_write(*_a: object) -> object:
+        raise AssertionError("no writes here")
+
+    async def main() -> SparkplugSink:
+        queue = DurableQueue(Path(tmp_path) / "q.sqlite3", 64 * 1024**2)
+        ctx = SinkContext("gw", queue, 0.02, lambda p: Path(p), no_write, Path(tmp_path))
+        sink = SparkplugSink(SparkplugSettings(group_id="g", port=port), ctx)
+        sink.add_device(DeviceInfo("dev", None, "modbus-tcp", {}, [DictionaryEntry(id="t", type="float64")]))
+        queue.append("sparkplug", "dev", b"\x00" * 8 + b"\x12\x7f\xff")  # metrics cut short
+        sink.submit(Sample("dev", 1_700_000_000_000, [Reading("t", 4.5, "good")]))
+        queue.commit()
+        await sink.start()
+        for _ in range(200):
+            if host.of("DDATA", "dev"):
+                break
+            await asyncio.sleep(0.05)
+        await sink.stop(["dev"])
+        queue.close()
+        return sink
+
+    try:
+        sink = asyncio.run(main())
+        (data,) = host.of("DDATA", "dev")
+        (m,) = data.decoded["metrics"]
+        assert m["value"] == 4.5 and m["is_historical"] and m["timestamp"] == 1_700_000_000_000
+        assert sink.damaged == 1
+    finally:
+        host.stop()

@@ -144,7 +144,7 @@ class SparkplugSink:
         self._events: deque[tuple[int, str, str]] = deque()  # (after row, DDEATH|DBIRTH, device)
         self._attempt = 0
         self._stopping = False
-        self.published = self.acked = self.births = self.rebirths = self.commands = 0
+        self.published = self.acked = self.births = self.rebirths = self.commands = self.damaged = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -689,8 +689,23 @@ class SparkplugSink:
                 d = self._devices.get(device)
                 if d is not None and d.born:
                     metrics = body[8:]
-                    if row_id <= self._boundary and not _historical(metrics):
-                        metrics = _as_historical(metrics)
+                    try:
+                        if row_id <= self._boundary and not _historical(metrics):
+                            metrics = _as_historical(metrics)
+                    except pb.PayloadError as exc:
+                        # a row the disk damaged: settled and counted, never a queue stuck on it
+                        self.damaged += 1
+                        self._ratelimit.log(
+                            "damaged",
+                            logging.ERROR,
+                            "dropped a damaged queued row",
+                            row=row_id,
+                            error=str(exc),
+                        )
+                        self._unconfirmed.append(row_id)
+                        self._cursor = row_id
+                        room -= 1
+                        continue
                     if not self._publish(
                         f"{self.ns}/DDATA/{self.node}/{device}",
                         b"\x08" + pb.varint(now_ms()) + metrics + b"\x18" + pb.varint(self._next_seq()),
