@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,20 @@ INT_LIMITS = {
     "int64": (-(2**63), 2**63 - 1),
     "uint64": (0, 2**64 - 1),
 }
+
+
+def fit_integer(type_: str, value: object) -> int:
+    """A raw value for an integer point of `type_`: a float is rounded; ValueError says why a
+    value cannot be written (not finite, not a number, outside the type's range)."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value} is not a finite number")
+        value = round(value)
+    lo, hi = INT_LIMITS[type_]
+    if not isinstance(value, int) or not lo <= value <= hi:
+        raise ValueError(f"{value} does not fit {type_} ({lo}..{hi})")
+    return value
+
 
 # seconds; fine at the low end, where device round trips on a LAN or a serial bus fall
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

@@ -9,12 +9,11 @@ each register, CDAB registers swapped.
 
 from __future__ import annotations
 
-import math
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ..base import INT_LIMITS
+from ..base import INT_LIMITS, fit_integer
 from .address import BIT_AREAS, Area, width_of
 
 _FMT = {
@@ -175,13 +174,10 @@ def encode_value(p: RegisterPoint, value: object) -> list[int]:
         return [1 if value else 0]
     code = _FMT[p.type]
     if p.type in INT_LIMITS:
-        if isinstance(value, float):
-            if not math.isfinite(value):
-                raise EncodeError(f"{value} is not a finite number")
-            value = round(value)
-        lo, hi = INT_LIMITS[p.type]
-        if not isinstance(value, int) or not lo <= value <= hi:
-            raise EncodeError(f"{value} does not fit {p.type} ({lo}..{hi})")
+        try:
+            value = fit_integer(p.type, value)
+        except ValueError as exc:
+            raise EncodeError(str(exc)) from None
     data = struct.pack(">" + code, value)
     words = list(struct.unpack(f">{len(data) // 2}H", data))
     return _reorder_words(words, p.byte_order) if len(words) > 1 else words

@@ -7,15 +7,13 @@ gives the bytes a write sends (bits are written alone, as single-bit writes, nev
 
 from __future__ import annotations
 
-import math
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ..base import INT_LIMITS, PointError
+from ..base import INT_LIMITS, PointError, fit_integer
 from .address import TYPE_BYTES
 
-INT_LIMITS_S7 = INT_LIMITS
 _FMT = {
     "int8": "b",
     "uint8": "B",
@@ -235,14 +233,11 @@ def encode_value(p: S7Point, value: object) -> bytes:
         return bytes([n, len(data)]) + data.ljust(n, b"\x00")
     if p.type == "bool":
         return b"\x01" if value else b"\x00"
-    if p.type in INT_LIMITS_S7:
-        if isinstance(value, float):
-            if not math.isfinite(value):
-                raise EncodeError(f"{value} is not a finite number")
-            value = round(value)
-        lo, hi = INT_LIMITS_S7[p.type]
-        if not isinstance(value, int) or not lo <= value <= hi:
-            raise EncodeError(f"{value} does not fit {p.type} ({lo}..{hi})")
+    if p.type in INT_LIMITS:
+        try:
+            value = fit_integer(p.type, value)
+        except ValueError as exc:
+            raise EncodeError(str(exc)) from None
     elif not isinstance(value, int | float):
         raise EncodeError(f"{value!r} is not a number")
     try:
