@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import threading
 from pathlib import Path
 
@@ -100,8 +102,14 @@ def test_full_disk_while_the_broker_is_away_loses_nothing_and_resumes(tmp_path: 
         assert gw.p.poll() is None  # still running
         # space and broker return: everything kept is written and published, no restart
         tmpfs.free()
-        broker = start_mosquitto(tmp_path, mqtt_port)
-        sub = Subscriber(mqtt_port, "edgegw/gw-hard/#")
+        # the gateway is held while the broker starts, so the subscriber is there before the
+        # backlog: a non-persistent broker drops what nobody has subscribed to yet
+        os.kill(gw.pid, signal.SIGSTOP)
+        try:
+            broker = start_mosquitto(tmp_path, mqtt_port)
+            sub = Subscriber(mqtt_port, "edgegw/gw-hard/#")
+        finally:
+            os.kill(gw.pid, signal.SIGCONT)
         wait_for(lambda: _ready(api_port)[0] == 200, 30, "ready again")
         wait_for(lambda: len(_by_seq(sub, "im-1")) > 60, 30, "the backlog and live data")
         seqs = _by_seq(sub, "im-1")
