@@ -28,6 +28,9 @@ CORE = {
     "edgegw.gateway.normalise",
     "edgegw.gateway.durable_queue",
     "edgegw.gateway.sequences",
+    "edgegw.gateway.opcua",  # the OPC UA driver and server share the certificate and types
+    "edgegw.gateway.opcua.pki",
+    "edgegw.gateway.opcua.types",
 }
 # what every plugin may use of drivers/ besides its own folder
 SHARED_DRIVERS = {"edgegw.drivers.base", "edgegw.drivers.plugin", "edgegw.drivers.serialport"}

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from edgegw.drivers.base import DeviceUnreachable
-from edgegw.drivers.opcua import pki
 from edgegw.drivers.opcua.browse import Variable, walk
 from edgegw.drivers.opcua.driver import MODES, POLICIES, OpcuaDriver, Security
 from edgegw.drivers.opcua.nodes import NodeSyntaxError, parse_node
 from edgegw.drivers.opcua.values import TYPE_OF_VARIANT
 from edgegw.gateway.config.units import UNECE_REC20
+from edgegw.gateway.opcua import pki
 
 
 def _fail(msg: str, code: int) -> int:

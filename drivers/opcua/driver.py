@@ -24,6 +24,7 @@ from typing import Any
 from asyncua import Client, ua
 from asyncua.common.subscription import DataChangeEvent
 from asyncua.crypto import security_policies
+from edgegw.gateway.opcua import pki
 
 from ..base import (
     ABSENT,
@@ -34,7 +35,6 @@ from ..base import (
     WriteFailed,
     WriteTimeout,
 )
-from . import pki
 from .nodes import NodeRef, parse_node
 from .values import source_ms, status_name, to_point, variant
 

@@ -166,8 +166,9 @@ def node_of(e: DictionaryEntry) -> str:
 def client_security(ctx: Context, sec: OpcuaSecurity | None) -> Security | None:
     if sec is None:
         return None
+    from edgegw.gateway.opcua.pki import Pki, application_uri
+
     from .driver import Security
-    from .pki import Pki, application_uri
 
     store = Pki(ctx.data_dir / "pki")
     own = sec.certificate is None

@@ -30,11 +30,10 @@ from typing import Any
 from asyncua import Server, ua
 from asyncua.crypto import uacrypto
 from asyncua.crypto.permission_rules import User, UserRole
-from edgegw.drivers.opcua import pki
 from edgegw.drivers.opcua.nodes import parse_node
-from edgegw.drivers.opcua.values import VARIANT_TYPES
-from edgegw.gateway.config.units import UNECE_REC20
 from edgegw.gateway.dictionary import DictionaryEntry
+from edgegw.gateway.opcua import pki
+from edgegw.gateway.opcua.types import SECURITY_POLICIES, VARIANT_TYPES, eu_information
 from edgegw.gateway.writeback import raw_value
 from edgegw.simulators.faults import Fault
 from edgegw.simulators.values import HeldValues
@@ -44,15 +43,6 @@ for noisy in ("asyncua", "asyncua.server", "asyncua.common"):
 
 OPCUA_FAULTS = ("none", "bad", "restart")
 log = logging.getLogger("edgegw.simulate")
-
-_POLICY_TYPES = {
-    ("Basic256Sha256", "Sign"): ua.SecurityPolicyType.Basic256Sha256_Sign,
-    ("Basic256Sha256", "SignAndEncrypt"): ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
-    ("Aes128_Sha256_RsaOaep", "Sign"): ua.SecurityPolicyType.Aes128Sha256RsaOaep_Sign,
-    ("Aes128_Sha256_RsaOaep", "SignAndEncrypt"): ua.SecurityPolicyType.Aes128Sha256RsaOaep_SignAndEncrypt,
-    ("Aes256_Sha256_RsaPss", "Sign"): ua.SecurityPolicyType.Aes256Sha256RsaPss_Sign,
-    ("Aes256_Sha256_RsaPss", "SignAndEncrypt"): ua.SecurityPolicyType.Aes256Sha256RsaPss_SignAndEncrypt,
-}
 
 
 @dataclass
@@ -71,9 +61,7 @@ class ServerSecurity:
     def ensure_certificate(self, uri: str) -> None:
         assert self.certificate is not None and self.private_key is not None
         if not self.certificate.exists() or not self.private_key.exists():
-            pki.create_certificate(
-                self.certificate, self.private_key, uri, common_name="edgegw simulator", server=True
-            )
+            pki.create_certificate(self.certificate, self.private_key, uri, common_name="edgegw simulator")
         der = pki.load_der(self.certificate)
         for target in self.publish_to:
             if not target.exists():
@@ -107,20 +95,6 @@ class _Users:
             if der in self.certificates:
                 return User(role=UserRole.User, name="certificate")
         return User(role=UserRole.User) if not (self.passwords or self.certificates) else None
-
-
-def eu_information(code: str) -> ua.EUInformation:
-    """EngineeringUnits from a UNECE Rec 20 code (UnitId as OPC UA Part 8 derives it)."""
-    unit_id = 0
-    for ch in code.upper()[:3]:
-        unit_id = (unit_id << 8) | ord(ch)
-    symbol = UNECE_REC20.get(code, (code, code))
-    info = ua.EUInformation()
-    info.NamespaceUri = "http://www.opcfoundation.org/UA/units/un/cefact"
-    info.UnitId = unit_id
-    info.DisplayName = ua.LocalizedText(symbol[0])
-    info.Description = ua.LocalizedText(symbol[1] if len(symbol) > 1 else symbol[0])
-    return info
 
 
 @dataclass
@@ -173,7 +147,7 @@ class OpcuaSimulator:
         uri = f"urn:edgegw:simulator:{self.port}"
         await server.set_application_uri(uri)
         policies = [ua.SecurityPolicyType.NoSecurity] if sec.none else []
-        policies += [_POLICY_TYPES[p] for p in sorted(sec.policies)]
+        policies += [SECURITY_POLICIES[p] for p in sorted(sec.policies)]
         server.set_security_policy(policies)
         if sec.policies:
             sec.ensure_certificate(uri)

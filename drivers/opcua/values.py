@@ -7,25 +7,12 @@ import math
 from typing import Any
 
 from asyncua import ua
+from edgegw.gateway.opcua.types import VARIANT_TYPES
 
 from ..base import INT_LIMITS, PointError, Uncertain
 
 _FLOAT32_MAX = 3.4028234663852886e38
 
-VARIANT_TYPES = {
-    "bool": ua.VariantType.Boolean,
-    "int8": ua.VariantType.SByte,
-    "uint8": ua.VariantType.Byte,
-    "int16": ua.VariantType.Int16,
-    "uint16": ua.VariantType.UInt16,
-    "int32": ua.VariantType.Int32,
-    "uint32": ua.VariantType.UInt32,
-    "int64": ua.VariantType.Int64,
-    "uint64": ua.VariantType.UInt64,
-    "float32": ua.VariantType.Float,
-    "float64": ua.VariantType.Double,
-    "string": ua.VariantType.String,
-}
 
 # the dictionary type that holds each OPC UA built-in type (what `edgegw browse` writes)
 TYPE_OF_VARIANT = {

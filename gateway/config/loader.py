@@ -57,6 +57,7 @@ def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None)
     doc, smap, issues = load_document(path, env)
     if issues and not doc:
         raise ConfigError(issues)
+    issues += _passwords_from_env(doc, smap)
     try:
         cfg = GatewayConfig.model_validate(doc)
         valid = list(enumerate(cfg.devices))
@@ -118,6 +119,20 @@ def _queue_settings(cfg: GatewayConfig, smap: SourceMap) -> tuple[list[ConfigIss
             where, f"deprecated: move {moved or 'its keys'}; buffer: will be refused in a later version"
         )
     ], []
+
+
+def _passwords_from_env(doc: Any, smap: SourceMap) -> list[ConfigIssue]:
+    """The OPC UA server's user passwords come from the environment, never from the file
+    (checked on the document, so that the schema's errors are reported beside it)."""
+    server = doc.get("northbound") if isinstance(doc, dict) else None
+    server = server.get("opcua_server") if isinstance(server, dict) else None
+    users = server.get("users") if isinstance(server, dict) else None
+    out = []
+    for i, user in enumerate(users if isinstance(users, list) else []):
+        path: Path_ = ("northbound", "opcua_server", "users", i, "password")
+        if isinstance(user, dict) and isinstance(user.get("password"), str) and path not in smap.secret_paths:
+            out.append(smap.issue(path, "write the password as ${NAME}: it comes from the environment only"))
+    return out
 
 
 def _located(problems: list[tuple[Path_, str]], smap: SourceMap) -> list[ConfigIssue]:

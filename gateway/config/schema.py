@@ -8,11 +8,12 @@ ids, overlapping addresses, unknown models, units) live in `gateway.config.check
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from edgegw.drivers import registry
 from edgegw.identifier.settings import IdentifierSettings
-from pydantic import ConfigDict, Field, FiniteFloat, SecretStr, create_model, model_validator
+from pydantic import ConfigDict, Field, FiniteFloat, SecretStr, create_model, field_validator, model_validator
 
 from . import base
 from .base import MODEL_ID, Classification, DeviceBase, Model, PointBase, Strict
@@ -178,10 +179,77 @@ class SparkplugSettings(Strict):
         return self
 
 
+class UaSecurity(Strict):
+    """One security policy and mode the OPC UA server offers."""
+
+    policy: Literal["None", "Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"]
+    mode: Literal["None", "Sign", "SignAndEncrypt"] | None = Field(
+        None, description="Sign or SignAndEncrypt; with policy None, None (or left out)"
+    )
+
+    @model_validator(mode="after")
+    def _mode_fits(self) -> UaSecurity:
+        if self.policy == "None":
+            if self.mode not in (None, "None"):
+                raise ValueError(f"policy None has no mode {self.mode}: give mode None or leave it out")
+            self.mode = "None"
+        elif self.mode in (None, "None"):
+            raise ValueError(f"policy {self.policy} needs mode Sign or SignAndEncrypt")
+        return self
+
+
+class UaUser(Strict):
+    username: str = Field(min_length=1, max_length=256)
+    password: SecretStr = Field(description="from the environment only: `${NAME}`")
+    access: Literal["read", "write"] = Field("read", description="write: may write `rw` points")
+
+
+class OpcuaServerSettings(Strict):
+    """edgegw as an OPC UA server: every collected point under Objects/<gateway>/<device>."""
+
+    endpoint: str = Field(
+        "opc.tcp://127.0.0.1:4840/edgegw",
+        description="opc.tcp://host:port/path; loopback by default, 0.0.0.0 for every interface",
+    )
+    security: list[UaSecurity] = Field(
+        default_factory=lambda: [UaSecurity(policy="Basic256Sha256", mode="SignAndEncrypt")],
+        min_length=1,
+        description="the policies offered; None only when listed",
+    )
+    users: list[UaUser] = Field(default_factory=list, description="user name/password identities")
+    anonymous: Literal["none", "read"] = Field("none", description="read: sessions without a user may read")
+    max_classification: Classification = "important"
+    server_name: str | None = Field(None, description="default: edgegw <gateway id>")
+
+    @model_validator(mode="after")
+    def _someone_may_connect(self) -> OpcuaServerSettings:
+        if not self.users and self.anonymous == "none":
+            raise ValueError("nobody can open a session: list users, or set anonymous: read")
+        names = [u.username for u in self.users]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"user {dup[0]} is listed twice")
+        pairs = [(s.policy, s.mode) for s in self.security]
+        if len(set(pairs)) != len(pairs):
+            raise ValueError("a security policy and mode is listed twice")
+        return self
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str) -> str:
+        m = re.fullmatch(r"opc\.tcp://(\[[0-9A-Fa-f:.]+\]|[^:/\s\[\]]+):(\d{1,5})(/\S*)?", v)
+        if m is None:
+            raise ValueError(f"'{v[:80]}' is not an endpoint: write opc.tcp://host:port/path")
+        if not 1 <= int(m.group(2)) <= 65535:
+            raise ValueError(f"port {m.group(2)} is not in 1..65535")
+        return v
+
+
 class Northbound(Strict):
     mqtt: MqttSettings | None = None
     influxdb: InfluxSettings | None = None
     sparkplug: SparkplugSettings | None = None
+    opcua_server: OpcuaServerSettings | None = None
 
 
 class ApiTls(Strict):

@@ -278,10 +278,10 @@ class _Reader:
         def sub(m: re.Match[str]) -> str:
             nonlocal secret
             name = m.group(1)
+            secret = True  # from the environment, set or not (an unset one is reported here)
             if name not in self.env:
                 self.problem(node, line, path, f"environment variable {name} is not set", unreadable=False)
                 return ""
-            secret = True
             return self.env[name]
 
         value = _ENV.sub(sub, value)

@@ -23,6 +23,7 @@ SINKS = {
     "mqtt": "edgegw.gateway.sinks.mqtt",
     "influxdb": "edgegw.gateway.sinks.influxdb",
     "sparkplug": "edgegw.gateway.sinks.sparkplug",
+    "opcua_server": "edgegw.gateway.sinks.opcua_server",
 }
 
 

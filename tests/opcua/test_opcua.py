@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from edgegw.drivers.opcua import pki
+from edgegw.gateway.opcua import pki
 from harness import SimPlant, free_port, seq_report, wait_for
 
 

@@ -28,8 +28,8 @@ import pytest
 from asyncua import Server, ua
 from asyncua.crypto import uacrypto
 from asyncua.crypto.permission_rules import User, UserRole
-from edgegw.drivers.opcua import pki
 from edgegw.gateway.config import load_config
+from edgegw.gateway.opcua import pki
 from harness import EDGEGW, ROOT, Proc, Subscriber, free_port, start_mosquitto, wait_for, wait_port
 
 NS_URI = "urn:test:press"
@@ -51,7 +51,7 @@ class PlainServer:
         self.port = port
         self.endpoint = f"opc.tcp://127.0.0.1:{port}"
         self.cert, self.key = tmp / "server.der", tmp / "server.pem"
-        pki.create_certificate(self.cert, self.key, "urn:test:press:server", server=True)
+        pki.create_certificate(self.cert, self.key, "urn:test:press:server")
         self.trusted_client = pki.load_der(trusted_client)
         self.rejected: list[str] = []
         self.loop = asyncio.new_event_loop()

@@ -63,13 +63,13 @@ def create_certificate(
     *,
     common_name: str = "edgegw",
     days: int = DEFAULT_DAYS,
-    server: bool = False,
 ) -> x509.Certificate:
     """A self-signed application instance certificate (OPC 10000-6 6.2.2) for `uri`, with the
-    host name as a DNS name; the key is written readable by the owner only."""
+    host name as a DNS name, for both roles (the gateway is a client of its devices and a server
+    to SCADA); the key is written readable by the owner only."""
     host = socket.gethostname()
     key = cert_gen.generate_private_key()
-    uses = [ExtendedKeyUsageOID.CLIENT_AUTH] + ([ExtendedKeyUsageOID.SERVER_AUTH] if server else [])
+    uses = [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]
     cert = cert_gen.generate_self_signed_app_certificate(
         key,
         common_name,
@@ -151,29 +151,23 @@ def check_server(der: bytes, pki: Pki, pinned: Path | None, device: str, endpoin
         try:
             if load_der(pinned) == der:
                 return
-            saved = _keep_rejected(der, pki, device)
+            saved = keep_rejected(der, pki, device)
             raise Untrusted(
                 f"the certificate of {endpoint} ({describe(der)}) is not the pinned {pinned}; "
                 f"it is saved as {saved}: if the server's certificate was renewed, check the "
                 f"thumbprint on the server and copy that file over {pinned}"
             )
         except FileNotFoundError:
-            saved = _keep_rejected(der, pki, device)
+            saved = keep_rejected(der, pki, device)
             raise Untrusted(
                 f"server_certificate {pinned} does not exist; {endpoint} presented {describe(der)}, "
                 f"saved as {saved}: check the thumbprint on the server and copy it to {pinned}"
             ) from None
         except ValueError as exc:
             raise Untrusted(f"server_certificate {pinned} is not a certificate: {exc}") from None
-    if pki.trusted.is_dir():
-        for f in sorted(pki.trusted.iterdir()):
-            if f.is_file():
-                try:
-                    if load_der(f) == der:
-                        return
-                except (OSError, ValueError):
-                    continue
-    saved = _keep_rejected(der, pki, device)
+    if is_trusted(der, pki):
+        return
+    saved = keep_rejected(der, pki, device)
     raise Untrusted(
         f"the certificate of {endpoint} ({describe(der)}) is not trusted; it is saved as {saved}: "
         f"check the thumbprint on the server, then move that file into {pki.trusted}/ "
@@ -181,8 +175,22 @@ def check_server(der: bytes, pki: Pki, pinned: Path | None, device: str, endpoin
     )
 
 
-def _keep_rejected(der: bytes, pki: Pki, device: str) -> Path:
-    path = pki.rejected / f"{device}-{thumbprint(der)[:16].lower()}.der"
+def is_trusted(der: bytes, pki: Pki) -> bool:
+    """Whether `der` is one of the certificates in pki/trusted/ (DER or PEM files)."""
+    if pki.trusted.is_dir():
+        for f in sorted(pki.trusted.iterdir()):
+            if f.is_file():
+                try:
+                    if load_der(f) == der:
+                        return True
+                except (OSError, ValueError):
+                    continue
+    return False
+
+
+def keep_rejected(der: bytes, pki: Pki, name: str) -> Path:
+    """Save a refused peer's certificate in pki/rejected/ for an engineer to check and trust."""
+    path = pki.rejected / f"{name}-{thumbprint(der)[:16].lower()}.der"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():
