@@ -18,11 +18,11 @@ If the endpoint cannot be opened (the port is taken), /readyz says so and the se
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import datetime as dt
 import logging
 import threading
+import time
 from typing import Any
 
 from asyncua import Server, ua
@@ -36,8 +36,18 @@ from ...normalise import Sample
 from ...opcua import pki
 from ...opcua.types import SECURITY_POLICIES
 from .. import DeviceInfo, SinkContext
+from .notify import notify
 from .session import Served, Users, session_class
-from .space import ServedDevice, device_items, folder_item, from_ms, to_variant
+from .space import (
+    NULL,
+    ServedDevice,
+    SharedDataValue,
+    device_items,
+    folder_item,
+    from_ms,
+    share_attributes,
+    to_variant,
+)
 from .status import status_code
 
 log = logging.getLogger("edgegw.opcua_server")
@@ -68,6 +78,7 @@ class OpcuaServerSink:
         self._known: dict[str, list[Any]] = {}  # device -> its served entries (to rebuild after a restart)
         self._devices: dict[str, ServedDevice] = {}
         self._served: Served | None = None
+        self._pool: dict[tuple[object, ...], Any] = {}  # attribute values the nodes share
         self._ns = 0
         self._root = ua.NodeId(1, 0)
         self.dropped = 0
@@ -110,13 +121,13 @@ class OpcuaServerSink:
         return self._problem
 
     async def start(self) -> None:
-        gateway_loop = asyncio.get_running_loop()
-        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        """The server starts on its thread; it listens once the address space is built (until
+        then /readyz says it is starting)."""
+        self._problem = "OPC UA server starting"
         self._thread = threading.Thread(
-            target=self._main, args=(gateway_loop, ready), name="edgegw-opcua-server", daemon=True
+            target=self._main, args=(asyncio.get_running_loop(),), name="edgegw-opcua-server", daemon=True
         )
         self._thread.start()
-        await asyncio.wrap_future(ready)
 
     async def stop(self, devices: list[str]) -> None:
         self._post(_STOP)
@@ -133,33 +144,39 @@ class OpcuaServerSink:
 
     # ---- the server's thread ----
 
-    def _main(self, gateway_loop: asyncio.AbstractEventLoop, ready: concurrent.futures.Future[None]) -> None:
+    def _main(self, gateway_loop: asyncio.AbstractEventLoop) -> None:
         try:
-            asyncio.run(self._serve(gateway_loop, ready))
+            asyncio.run(self._serve(gateway_loop))
         except Exception as exc:  # never silently: /readyz and the log say the server is gone
             self._problem = f"OPC UA server stopped: {type(exc).__name__}: {exc}"[:300]
             event(log, logging.ERROR, "OPC UA server stopped", error=self._problem)
-        finally:
-            if not ready.done():
-                ready.set_result(None)
 
-    async def _serve(
-        self, gateway_loop: asyncio.AbstractEventLoop, ready: concurrent.futures.Future[None]
-    ) -> None:
+    async def _serve(self, gateway_loop: asyncio.AbstractEventLoop) -> None:
         self._wake = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self._wake.set()  # whatever was posted before the loop existed
         delay = 1.0
         while True:
+            server: Server | None = None
             try:
                 server = await self._open(gateway_loop)
+                # the address space is complete before the endpoint opens: a client that
+                # connects at once finds every node
+                started = time.monotonic()
+                for device, entries in list(self._known.items()):
+                    await self._apply(server, [("add", device, entries)])
+                if await self._apply(server, self._take()):
+                    return
+                await server.start()
             except Exception as exc:
                 self._problem = f"OPC UA server cannot open {self.s.endpoint}: {_short(exc)}"
                 self._limited.log(
                     "open", logging.ERROR, "OPC UA server cannot open its endpoint", error=self._problem
                 )
-                if not ready.done():
-                    ready.set_result(None)
+                self._devices.clear()
+                if server is not None:
+                    with contextlib.suppress(Exception):
+                        await server.stop()
                 if await self._idle(delay):
                     return
                 delay = min(delay * 2, 30.0)
@@ -175,11 +192,10 @@ class OpcuaServerSink:
                     security=",".join(f"{p.policy}/{p.mode}" for p in self.s.security),
                     users=len(self.s.users),
                     anonymous=self.s.anonymous,
+                    devices=len(self._devices),
+                    variables=sum(len(d.points) for d in self._devices.values()),
+                    build_s=round(time.monotonic() - started, 2),
                 )
-                if not ready.done():
-                    ready.set_result(None)
-                for device, entries in list(self._known.items()):
-                    await self._apply(server, [("add", device, entries)])
                 if await self._pump(server):
                     return
             finally:
@@ -209,12 +225,14 @@ class OpcuaServerSink:
         return ops
 
     async def _open(self, gateway_loop: asyncio.AbstractEventLoop) -> Server:
+        """The server with its security, users and namespace, not yet listening."""
         s = self.s
         passwords: dict[str, tuple[str, str]] = {
             u.username: (u.password.get_secret_value(), str(u.access)) for u in s.users
         }
         users = Users(passwords, s.anonymous == "read")
         self._served = Served({}, {}, users, self._write, gateway_loop)
+        self._pool = {}
         server = Server(user_manager=users)
         edge_session = session_class(self._served)
         iserver = server.iserver
@@ -255,7 +273,6 @@ class OpcuaServerSink:
         self._root = ua.NodeId(1, self._ns)
         folder = folder_item(self._root, self.ctx.gateway_id, self._ns, ua.NodeId(ua.ObjectIds.ObjectsFolder))
         _check_added(await iserver.isession.add_nodes([folder]))
-        await server.start()
         return server
 
     async def _check_client(self, cert: Any, app: ua.ApplicationDescription) -> None:
@@ -336,16 +353,14 @@ class OpcuaServerSink:
             code = status_code(r.q, r.reason)
             when = stamp if r.ts is None else from_ms(r.ts)
             try:
-                variant = ua.Variant() if r.v is None else to_variant(r.v, sp.vtype, sp.is_int)
+                variant = NULL if r.v is None else to_variant(r.v, sp.vtype, sp.is_int)
             except (TypeError, ValueError, OverflowError):
-                variant, code = ua.Variant(), ua.StatusCode(ua.StatusCodes.BadTypeMismatch)
-            dv = ua.DataValue(variant, code, when, now)
+                variant, code = NULL, ua.StatusCode(ua.StatusCodes.BadTypeMismatch)
+            dv = SharedDataValue(variant, code, when, now)
             attr = sp.value
             attr.value = dv
-            callbacks = attr.datachange_callbacks
-            if callbacks:
-                for handle, callback in list(callbacks.items()):
-                    await callback(handle, dv)
+            if attr.datachange_callbacks:
+                await notify(attr.datachange_callbacks, dv)
             n += 1
         return n
 
@@ -353,10 +368,9 @@ class OpcuaServerSink:
         dev = self._devices.get(device)
         if dev is None or dev.status_value is None:
             return
-        dv = ua.DataValue(ua.Variant(state, ua.VariantType.String), ua.StatusCode(), now, now)
+        dv = SharedDataValue(ua.Variant(state, ua.VariantType.String), ua.StatusCode(), now, now)
         dev.status_value.value = dv
-        for handle, callback in list(dev.status_value.datachange_callbacks.items()):
-            await callback(handle, dv)
+        await notify(dev.status_value.datachange_callbacks, dv)
 
     async def _add(self, server: Server, device: str, entries: list[Any]) -> None:
         if device in self._devices:
@@ -364,6 +378,7 @@ class OpcuaServerSink:
         served, items, texts = device_items(device, entries, self._ns, self._root)
         _check_added(await server.iserver.isession.add_nodes(items))
         aspace = server.iserver.aspace
+        share_attributes(aspace, served.nodes, self._pool)
         assert self._served is not None
         for sp in served.points.values():
             node = aspace.get(sp.node)

@@ -21,7 +21,21 @@ from edgegw.drivers.base import INT_LIMITS
 from ...dictionary import DictionaryEntry
 from ...opcua.types import VARIANT_TYPES, eu_information
 
-WAITING = ua.DataValue(StatusCode=ua.StatusCode(ua.StatusCodes.BadWaitingForInitialData))
+
+class SharedDataValue(ua.DataValue):
+    """A DataValue that nobody changes after it is made (edgegw makes a new one per reading).
+    asyncua deep-copies the value for every monitored item in case the writer changes the
+    object later; for these it keeps the object itself, which was half the server's time at
+    10,000 changes/s with a client subscribed."""
+
+    __slots__ = ()
+
+    def __deepcopy__(self, memo: dict[int, object]) -> SharedDataValue:
+        return self
+
+
+NULL = ua.Variant(None, ua.VariantType.Null)
+WAITING = SharedDataValue(StatusCode=ua.StatusCode(ua.StatusCodes.BadWaitingForInitialData))
 _ANALOG_ITEM, _BASE_ANALOG, _BASE_VARIABLE = 2368, 15318, 63
 _FOLDER_TYPE, _PROPERTY_TYPE = 61, 68
 _READ, _WRITE = ua.AccessLevel.CurrentRead, ua.AccessLevel.CurrentWrite
@@ -187,6 +201,37 @@ def device_items(
         served.points[e.id] = ServedPoint(e, node, vtype, vtype.value in _INT_VARIANTS)
     served.nodes = [i.RequestedNewNodeId for i in items]
     return served, items, texts
+
+
+_OWN = {
+    ua.AttributeIds.Value,
+    ua.AttributeIds.NodeId,
+    ua.AttributeIds.BrowseName,
+    ua.AttributeIds.DisplayName,
+    ua.AttributeIds.Description,
+}
+
+
+def share_attributes(aspace: Any, nodes: list[ua.NodeId], pool: dict[tuple[object, ...], Any]) -> None:
+    """Let nodes hold one object per attribute value they have in common (AccessLevel,
+    DataType, ValueRank, WriteMask …): asyncua keeps an AttributeValue with its own DataValue
+    for each of a node's 15 attributes, 7 KB a node; shared, 10,000 points (30,000 nodes with
+    their properties) take 110 MB less. Only attributes that no client can write (the server
+    refuses writes to anything but a point's Value) and that nobody watches are shared."""
+    for node_id in nodes:
+        node = aspace.get(node_id)
+        if node is None:
+            continue
+        attributes = node.attributes
+        for attr, held in list(attributes.items()):
+            if attr in _OWN or held.datachange_callbacks or held.value_callback or held.value is None:
+                continue
+            dv = held.value
+            code = dv.StatusCode.value if dv.StatusCode is not None else None
+            key = (attr, dv.Value.VariantType if dv.Value is not None else None, repr(dv.Value.Value), code)
+            first = pool.setdefault(key, held)
+            if first is not held:
+                attributes[attr] = first
 
 
 _INT_VARIANTS = {
