@@ -12,7 +12,11 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
-setup: system-packages $(BIN)/edgegw
+setup: system-packages $(BIN)/edgegw $(VENV)/node/node_modules/node-opcua-client
+
+# node-opcua: the OPC UA server's tests also speak to it with a client of another stack
+$(VENV)/node/node_modules/node-opcua-client: $(BIN)/edgegw
+	npm install --silent --no-audit --no-fund --prefix $(VENV)/node node-opcua-client@2.186.4
 
 system-packages:
 	@scripts/system-packages

@@ -237,16 +237,27 @@ class SimPlant:
         self.tmp, self.mqtt_port, self.control = tmp, mqtt_port, control
         self.config = tmp / "config.yaml"
         self.config.write_text(config)
-        self.broker = start_mosquitto(tmp, mqtt_port)
-        self.sub = Subscriber(mqtt_port, f"edgegw/{gateway_id}/#")
-        self.sim = Proc(
-            [*EDGEGW, "simulate", "-c", str(self.config), "--control", f"127.0.0.1:{control}"],
-            tmp / "sim.log",
-        )
-        wait_port(control, 20)
-        self.gw = Proc([*EDGEGW, "run", "-c", str(self.config)], tmp / "gw.log")
-        for d in devices:
-            wait_for(lambda d=d: len(self.good(d)) > 2, 20, f"{d} read")
+        started: list[Proc | Subscriber] = []
+        try:
+            self.broker = start_mosquitto(tmp, mqtt_port)
+            started.append(self.broker)
+            self.sub = Subscriber(mqtt_port, f"edgegw/{gateway_id}/#")
+            started.append(self.sub)
+            self.sim = Proc(
+                [*EDGEGW, "simulate", "-c", str(self.config), "--control", f"127.0.0.1:{control}"],
+                tmp / "sim.log",
+            )
+            started.append(self.sim)
+            wait_port(control, 20)
+            self.gw = Proc([*EDGEGW, "run", "-c", str(self.config)], tmp / "gw.log")
+            started.append(self.gw)
+            for d in devices:
+                wait_for(lambda d=d: len(self.good(d)) > 2, 20, f"{d} read")
+        except BaseException:
+            # a plant that never got ready leaves nothing running behind the failed test
+            for p in reversed(started):
+                p.stop()
+            raise
 
     def ctl(self, method: str, path: str, body: Any = None) -> Any:
         """A call to the simulators' fault API."""

@@ -8,9 +8,12 @@ address space follows a reload."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
+import ssl
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -396,3 +399,57 @@ def test_the_address_space_follows_a_reload(plant: Plant) -> None:
 
     run(check())
     assert os.path.exists(plant.tmp / "data" / "pki" / "edgegw.der")
+
+
+NODE_MODULES = ROOT / ".venv" / "node" / "node_modules"
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed here")
+def test_a_node_opcua_client_browses_reads_and_writes(plant: Plant) -> None:
+    """Another OPC UA stack than asyncua: node-opcua (installed by `make setup`)."""
+    assert (NODE_MODULES / "node-opcua-client").is_dir(), "run `make setup` (it installs node-opcua-client)"
+    cert, key = plant.tmp / "node.der", plant.tmp / "node.pem"
+    pki.create_certificate(cert, key, "urn:test:node-opcua", common_name="node-opcua test")
+    shutil.copy(cert, plant.tmp / "data" / "pki" / "trusted" / "node.der")
+    pem = plant.tmp / "node-cert.pem"
+    pem.write_text(ssl.DER_cert_to_PEM_cert(cert.read_bytes()))
+    plant.ctl("PUT", "/devices/im-1/points/shot_count", {"value": 777})
+    args = {
+        "endpoint": plant.url,
+        "pki": str(plant.tmp / "node-pki"),
+        "uri": "urn:test:node-opcua",
+        "cert": str(pem),
+        "key": str(key),
+        "user": "engineer",
+        "password": ENV["UA_WRITE_PW"],
+        "ns_uri": f"urn:edgegw:{GW}",
+        "device": "im-1",
+        "node": "im-1.shot_count",
+        "write_node": "im-1.barrel_setpoint_1",
+        "write_value": 212.5,
+    }
+    wait_for(lambda: run(_read_shot_count(plant)) == 777, 10, "the held value served")
+    done = subprocess.run(
+        ["node", str(Path(__file__).with_name("node_client.js")), json.dumps(args)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "NODE_PATH": str(NODE_MODULES)},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["ns"] > 0
+    assert (seen["value"], seen["status"], seen["dataType"]) == (777, "Good", "UInt32")
+    assert {"barrel_temp_1", "shot_count", "_status"} <= set(seen["children"])
+    assert "recipe_code" not in seen["children"]
+    assert seen["write"] == "Good"
+    assert plant.ctl("GET", "/devices/im-1/values")["barrel_setpoint_1"] == 212.5
+
+
+async def _read_shot_count(plant: Plant) -> Any:
+    client = await _connect(plant, user="viewer")
+    try:
+        node = client.get_node(ua.NodeId("im-1.shot_count", await _ns(client)))
+        return (await node.read_data_value(raise_on_bad_status=False)).Value.Value
+    finally:
+        await client.disconnect()
