@@ -42,7 +42,7 @@ async function main() {
   out.write = written.name;
   await session.close();
   await client.disconnect();
-  console.log(JSON.stringify(out));
+  console.log("RESULT " + JSON.stringify(out)); // node-opcua logs to stdout too
 }
 
 main().catch((e) => {

@@ -437,7 +437,7 @@ def test_a_node_opcua_client_browses_reads_and_writes(plant: Plant) -> None:
         env={**os.environ, "NODE_PATH": str(NODE_MODULES)},
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    seen = json.loads(next(ln for ln in done.stdout.splitlines() if ln.startswith("RESULT "))[7:])
     assert seen["ns"] > 0
     assert (seen["value"], seen["status"], seen["dataType"]) == (777, "Good", "UInt32")
     assert {"barrel_temp_1", "shot_count", "_status"} <= set(seen["children"])
