@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import threading
 import time
@@ -37,16 +38,8 @@ from plant import (
     write_config,
 )
 
-
-def _varint(b: bytes, i: int) -> tuple[int, int]:
-    n = s = 0
-    while True:
-        c = b[i]
-        i += 1
-        n |= (c & 0x7F) << s
-        s += 7
-        if c < 0x80:
-            return n, i
+sys.path.insert(0, str(ROOT / "tests" / "sparkplug"))
+from host import varint  # the test host's protobuf reader, not the product's codec
 
 
 class Host:
@@ -71,20 +64,20 @@ class Host:
         b = bytes(msg.payload)
         i, n, seq, first_ts = 0, 0, None, None
         while i < len(b):
-            key, i = _varint(b, i)
+            key, i = varint(b, i)
             if key & 7 == 0:
-                v, i = _varint(b, i)
+                v, i = varint(b, i)
                 if key >> 3 == 3:
                     seq = v
             else:
-                size, i = _varint(b, i)
+                size, i = varint(b, i)
                 if key >> 3 == 2:
                     n += 1
                     if first_ts is None and b[i] == 0x10:
                         # a DDATA metric: alias (field 2), then its own timestamp (field 3)
-                        _, j = _varint(b, i + 1)
+                        _, j = varint(b, i + 1)
                         if b[j] == 0x18:
-                            first_ts, _ = _varint(b, j + 1)
+                            first_ts, _ = varint(b, j + 1)
                 i += size
         with self.lock:
             if verb == "NBIRTH":

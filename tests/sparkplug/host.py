@@ -17,7 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 SIGNED = {1: 8, 2: 16, 3: 32, 4: 64}
 
 
-def _varint(b: bytes, i: int) -> tuple[int, int]:
+def varint(b: bytes, i: int) -> tuple[int, int]:
     n = s = 0
     while True:
         c = b[i]
@@ -31,16 +31,16 @@ def _varint(b: bytes, i: int) -> tuple[int, int]:
 def walk(b: bytes) -> list[tuple[int, int, Any]]:
     out, i = [], 0
     while i < len(b):
-        k, i = _varint(b, i)
+        k, i = varint(b, i)
         wt = k & 7
         if wt == 0:
-            v, i = _varint(b, i)
+            v, i = varint(b, i)
         elif wt == 1:
             v, i = b[i : i + 8], i + 8
         elif wt == 5:
             v, i = b[i : i + 4], i + 4
         else:
-            n, i = _varint(b, i)
+            n, i = varint(b, i)
             v, i = b[i : i + n], i + n
         out.append((k >> 3, wt, v))
     return out

@@ -7,6 +7,7 @@ from __future__ import annotations
 import struct
 
 from edgegw.gateway.sinks.sparkplug import payload as pb
+from host import walk
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -57,35 +58,9 @@ def test_null_metric_and_null_property() -> None:
     assert back.properties == {"engUnit": (pb.STRING, None)}
 
 
-# a decoder written from the proto's field table, sharing nothing with the product's
-
-
-def _varint(b: bytes, i: int) -> tuple[int, int]:
-    n = s = 0
-    while True:
-        c = b[i]
-        i += 1
-        n |= (c & 0x7F) << s
-        s += 7
-        if c < 0x80:
-            return n, i
-
-
 def _walk(b: bytes) -> list[tuple[int, object]]:
-    out, i = [], 0
-    while i < len(b):
-        k, i = _varint(b, i)
-        if k & 7 == 0:
-            v, i = _varint(b, i)
-        elif k & 7 == 1:
-            v, i = b[i : i + 8], i + 8
-        elif k & 7 == 5:
-            v, i = b[i : i + 4], i + 4
-        else:
-            n, i = _varint(b, i)
-            v, i = b[i : i + n], i + n
-        out.append((k >> 3, v))
-    return out
+    """(field number, value) pairs, by the test host's reader (it shares nothing with the product's)."""
+    return [(no, v) for no, _, v in walk(b)]
 
 
 def test_wire_layout_is_the_specifications() -> None:
