@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 from collections.abc import Iterator
@@ -453,3 +454,54 @@ async def _read_shot_count(plant: Plant) -> Any:
         return (await node.read_data_value(raise_on_bad_status=False)).Value.Value
     finally:
         await client.disconnect()
+
+
+def test_a_taken_port_is_reported_and_the_server_opens_once_it_is_free(plant: Plant) -> None:
+    """Another process holds the endpoint's port: /readyz says why, polling goes on, and the
+    server listens by itself once the port is free."""
+    ua_port, api_port = free_port(), free_port()
+    cfg = plant.tmp / "taken.yaml"
+    cfg.write_text(
+        f"""
+include: {ROOT}/configs/models/*.yaml
+gateway: {{id: gw-taken, data_dir: {plant.tmp}/taken-data}}
+devices:
+{_device("im-1", plant.sim_port, 1)}
+northbound:
+  opcua_server:
+    endpoint: opc.tcp://127.0.0.1:{ua_port}/edgegw
+    security: [{{policy: None}}]
+    anonymous: read
+api: {{listen: 127.0.0.1:{api_port}}}
+"""
+    )
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("127.0.0.1", ua_port))
+    holder.listen()
+    gw = Proc([*EDGEGW, "run", "-c", str(cfg)], plant.tmp / "taken.log")
+    try:
+        wait_port(api_port, 20)
+
+        def why() -> str:
+            return str(httpx.get(f"http://127.0.0.1:{api_port}/readyz", timeout=5).json())
+
+        wait_for(lambda: "OPC UA server cannot open" in why(), 20, "readyz naming the endpoint")
+        holder.close()
+        wait_for(lambda: "OPC UA" not in why(), 40, "the server listening once the port is free")
+
+        async def read() -> Any:
+            client = Client(f"opc.tcp://127.0.0.1:{ua_port}/edgegw", timeout=10)
+            await client.connect()
+            try:
+                ns = int(await client.get_namespace_index("urn:edgegw:gw-taken"))
+                node = client.get_node(ua.NodeId("im-1.shot_count", ns))
+                return await _status_until(node, ua.StatusCode.is_good)
+            finally:
+                await client.disconnect()
+
+        assert run(read()).StatusCode.is_good()
+        assert "Traceback" not in gw.output()
+    finally:
+        holder.close()
+        gw.stop()

@@ -198,10 +198,15 @@ class OpcuaServerSink:
                 )
                 if await self._pump(server):
                     return
+            except Exception as exc:  # the server is made again; the devices are kept in _known
+                self._problem = f"OPC UA server failed: {type(exc).__name__}: {_short(exc)}"
+                event(log, logging.ERROR, "OPC UA server failed; starting it again", error=self._problem)
             finally:
                 self._devices.clear()
                 with contextlib.suppress(Exception):
                     await server.stop()
+            if await self._idle(delay):
+                return
 
     async def _idle(self, seconds: float) -> bool:
         """While the endpoint cannot be opened: keep track of devices, drop samples. True: stop."""
