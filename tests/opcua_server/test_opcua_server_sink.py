@@ -496,11 +496,16 @@ api: {{listen: 127.0.0.1:{api_port}}}
             try:
                 ns = int(await client.get_namespace_index("urn:edgegw:gw-taken"))
                 node = client.get_node(ua.NodeId("im-1.shot_count", ns))
-                return await _status_until(node, ua.StatusCode.is_good)
+                dv = await _status_until(node, ua.StatusCode.is_good)
+                # the device came online while the port was taken: its status is not lost
+                status = await client.get_node(ua.NodeId("im-1._status", ns)).read_value()
+                return dv, status
             finally:
                 await client.disconnect()
 
-        assert run(read()).StatusCode.is_good()
+        dv, status = run(read())
+        assert dv.StatusCode.is_good()
+        assert status == "online"
         assert "Traceback" not in gw.output()
     finally:
         holder.close()

@@ -76,6 +76,7 @@ class OpcuaServerSink:
         self._thread: threading.Thread | None = None
         self._problem: str | None = "OPC UA server not started"
         self._known: dict[str, list[Any]] = {}  # device -> its served entries (to rebuild after a restart)
+        self._states: dict[str, str] = {}  # device -> its last status, for a device's nodes made again
         self._devices: dict[str, ServedDevice] = {}
         self._served: Served | None = None
         self._pool: dict[tuple[object, ...], Any] = {}  # attribute values the nodes share
@@ -219,8 +220,11 @@ class OpcuaServerSink:
                 return True
             if isinstance(op, tuple) and op[0] == "add":
                 self._known[op[1]] = op[2]
+            elif isinstance(op, tuple) and op[0] == "status":
+                self._states[op[1]] = op[2]
             elif isinstance(op, tuple) and op[0] == "remove":
                 self._known.pop(op[1], None)
+                self._states.pop(op[1], None)
         return False
 
     def _take(self) -> list[Any]:
@@ -326,6 +330,7 @@ class OpcuaServerSink:
             elif op is _STOP:
                 return True
             elif op[0] == "status":
+                self._states[op[1]] = op[2]
                 await self._status(op[1], op[2], now)
             elif op[0] == "add":
                 self._known[op[1]] = op[2]
@@ -341,6 +346,7 @@ class OpcuaServerSink:
                     )
             elif op[0] == "remove":
                 self._known.pop(op[1], None)
+                self._states.pop(op[1], None)
                 await self._remove(server, op[1])
         return False
 
@@ -394,6 +400,9 @@ class OpcuaServerSink:
             served.status_value = node.attributes[ua.AttributeIds.Value] if node is not None else None
         self._served.texts.update(texts)
         self._devices[device] = served
+        if device in self._states:
+            now = dt.datetime.now(dt.UTC)
+            await self._status(device, self._states[device], now)
 
     async def _remove(self, server: Server, device: str) -> None:
         served = self._devices.pop(device, None)
