@@ -57,14 +57,17 @@ class Checked:
 @dataclass(frozen=True, slots=True)
 class BusClaim:
     """A device's claim on a serial port. Devices whose claims are `shared` share one bus (one
-    line setting, distinct `unit`s, one request at a time); any other claim needs the port to
-    itself. The core checks claims across all plugins, so meters and PLCs can share an RS-485 bus."""
+    line setting, distinct `unit`s, one request at a time) when they speak the same `bus` protocol;
+    any other claim needs the port to itself. The core checks the claims of all plugins together."""
 
     port: str
     line: tuple[object, ...]  # baudrate, bytesize, parity, stopbits: equal on one bus
     shared: bool
     unit: object = None  # the device's address on a shared bus
     unit_key: str = "unit_id"  # the connection key that holds it, for error paths
+    # the protocol spoken on a shared bus: claims of different kinds cannot share a port, since
+    # each plugin opens the port itself (a Modbus RTU client would read a meter's replies)
+    bus: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -44,7 +44,9 @@ class ModbusPlugin(PluginBase):
             return None
         c = dev.connection
         port = ctx.port_path(c.port) if ctx is not None else c.port
-        return BusClaim(port, (c.baudrate, c.bytesize, c.parity, float(c.stopbits)), True, c.unit_id)
+        return BusClaim(
+            port, (c.baudrate, c.bytesize, c.parity, float(c.stopbits)), True, c.unit_id, bus="Modbus RTU"
+        )
 
     def requests_per_poll(self, dev: DeviceBase, points: list[DictionaryEntry], plan: object) -> int | None:
         assert isinstance(plan, ModbusPlan)

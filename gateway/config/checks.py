@@ -108,7 +108,7 @@ def check(
 
 def check_buses(ctx: Context | None, devices: list[tuple[int, Device]]) -> list[tuple[Path_, str]]:
     """Devices on one serial port share the bus (one line setting, distinct unit addresses)
-    when their plugins say the port can be shared, whatever the plugins; a device whose claim is
+    when their plugins say the port can be shared and they speak the same bus protocol; a device whose claim is
     not shared (a line-protocol instrument) needs its port to itself."""
     problems: list[tuple[Path_, str]] = []
     first: dict[str, tuple[int, Device, tuple[object, ...]]] = {}
@@ -127,6 +127,16 @@ def check_buses(ctx: Context | None, devices: list[tuple[int, Device]]) -> list[
                         (*path, "port"),
                         f"port {claim.port} is also devices[{j}]'s ('{other.id}'): a line-protocol "
                         "instrument needs its port to itself",
+                    )
+                )
+                continue
+            if other_claim is not None and other_claim.bus != claim.bus:
+                problems.append(
+                    (
+                        (*path, "port"),
+                        f"port {claim.port} is a {other_claim.bus} bus (devices[{j}], '{other.id}'): "
+                        f"a {claim.bus} device cannot share it, since each protocol opens the port "
+                        "itself; give it a port of its own",
                     )
                 )
                 continue
@@ -150,7 +160,8 @@ def check_buses(ctx: Context | None, devices: list[tuple[int, Device]]) -> list[
             problems.append(
                 (
                     (*path, claim.unit_key),
-                    f"unit id {claim.unit} is also devices[{j}]'s on the bus {claim.port}",
+                    f"{'unit id' if claim.unit_key == 'unit_id' else claim.unit_key} {claim.unit} is also "
+                    f"devices[{j}]'s on the bus {claim.port}",
                 )
             )
         else:
