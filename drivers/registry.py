@@ -13,6 +13,7 @@ from .plugin import ProtocolPlugin
 
 PLUGINS = (
     "edgegw.drivers.dlt645.plugin",
+    "edgegw.drivers.mc.plugin",
     "edgegw.drivers.modbus.plugin",
     "edgegw.drivers.opcua.plugin",
     "edgegw.drivers.s7.plugin",
