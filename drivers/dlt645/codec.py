@@ -178,8 +178,13 @@ class Format:
 
     @property
     def largest(self) -> float:
-        digits = self.size * 2 - (1 if self.signed else 0)
-        return (10**digits - 1) / 10 ** (self.decimals or 0)
+        return (self.limit - 1) / 10 ** (self.decimals or 0)
+
+    @property
+    def limit(self) -> int:
+        """The first scaled value that does not fit: the sign bit leaves 0-7 in the top digit."""
+        digits = self.size * 2
+        return 8 * 10 ** (digits - 1) if self.signed else 10**digits
 
 
 def parse_format(text: str, signed: bool = False) -> Format:
@@ -265,7 +270,7 @@ def encode(fmt: Format, value: object) -> bytes:
     negative = value < 0 and scaled != 0
     if negative and not fmt.signed:
         raise FormatError(f"{value} is negative and format {fmt.text} has no sign")
-    if scaled >= 10 ** (fmt.size * 2 - (1 if fmt.signed else 0)):
+    if scaled >= fmt.limit:
         raise FormatError(f"{value} does not fit format {fmt.text}")
     raw = bytearray(bytes.fromhex(f"{scaled:0{fmt.size * 2}d}")[::-1])
     if negative:

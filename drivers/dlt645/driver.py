@@ -21,7 +21,7 @@ from typing import ClassVar
 
 import serial
 
-from ..base import DeviceUnreachable, DriverBase, LatencyHistogram, PointError
+from ..base import DeviceUnreachable, DriverBase, LatencyHistogram, PointError, WriteFailed
 from ..serialport import line_setting, open_failure, port_problem
 from .checks import MeterPoint
 from .codec import (
@@ -194,6 +194,9 @@ class Dlt645Driver(DriverBase):
 
     async def close(self) -> None:
         return None  # the port belongs to the bus: closed when it fails, not when one meter stops
+
+    async def write(self, point_id: str, raw_value: object) -> None:
+        raise WriteFailed("DL/T 645 points are read-only: the driver sends reads only")
 
     async def read(self) -> list[object]:
         if not self.bus.connected:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from edgegw.drivers.dlt645.codec import (
     BadFrame,
-    Frame,
     FormatError,
+    Frame,
     address_bytes,
     decode,
     encode,
@@ -81,6 +81,9 @@ def test_formats_of_the_standard() -> None:
         decode(parse_format("XX.XX"), bytes.fromhex("0A00"))
     with pytest.raises(FormatError, match="needs 2"):
         decode(parse_format("XX.XX"), bytes.fromhex("000000"))
+    assert encode(parse_format("XX.XXXX", True), -79.9999) == bytes.fromhex("9999F9")
+    with pytest.raises(FormatError, match="does not fit"):
+        encode(parse_format("XX.XXXX", True), 80.0)
     with pytest.raises(FormatError, match="negative"):
         encode(parse_format("XXX.X"), -1.0)
 
@@ -108,7 +111,7 @@ FORMATS = st.sampled_from(["XXXXXX.XX", "XXX.X", "XXX.XXX", "XX.XXXX", "X.XXX", 
 @given(FORMATS, st.booleans(), st.integers(min_value=0, max_value=10**16))
 def test_numbers_round_trip(text: str, signed: bool, n: int) -> None:
     fmt = parse_format(text, signed)
-    scaled = n % (10 ** (fmt.size * 2 - (1 if signed else 0)))
+    scaled = n % fmt.limit
     value = scaled / 10 ** (fmt.decimals or 0)
     if signed and n % 2:
         value = -value
