@@ -177,7 +177,7 @@ def type_problem(addr: McAddress, type_: str, access: str) -> str | None:
     if kind.bit:
         if type_ != "bool":
             return (
-                f"{addr} is a bit device ({kind.description}): it holds a bool; a {type_} needs a word "
+                f"{addr} is a bit device ({kind.description}): it holds a bool; {_a(type_)} needs a word "
                 "device such as D, W or R"
             )
         return None
@@ -198,7 +198,7 @@ def type_problem(addr: McAddress, type_: str, access: str) -> str | None:
         )
     if type_ in ("int8", "uint8") and access == "rw":
         return (
-            f"{addr} holds 16 bits: an {type_} is read as its low byte, but writing it would clear the "
+            f"{addr} holds 16 bits: {_a(type_)} is read as its low byte, but writing it would clear the "
             "high byte; use int16/uint16 to write"
         )
     return None
@@ -210,3 +210,7 @@ def words_of(type_: str, length: int | None) -> int:
     if type_ == "bool":
         return 1
     return TYPE_WORDS[type_]
+
+
+def _a(noun: str) -> str:
+    return ("an " if noun[0] in "aeio" else "a ") + noun

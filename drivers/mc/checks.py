@@ -115,7 +115,7 @@ def _overlaps(points: list[McPoint], by_id: dict[str, DictionaryEntry], plc: str
             problems.append(
                 (
                     _where(by_id[q.id]),
-                    f"'{q.id}' at {_name(q, plc)} ({q.type}, {q.words} words) overlaps '{o.id}' at {_name(o, plc)} ({o.type}, {o.words} words)",
+                    f"'{q.id}' at {_name(q, plc)} ({q.type}, {_words(q.words)}) overlaps '{o.id}' at {_name(o, plc)} ({o.type}, {_words(o.words)})",
                 )
             )
         active.append(q)
@@ -128,3 +128,7 @@ def _name(q: McPoint, plc: str) -> str:
 
 def _where(e: DictionaryEntry) -> Path_:
     return (*e.where("address"), "address")
+
+
+def _words(n: int) -> str:
+    return f"{n} word" if n == 1 else f"{n} words"

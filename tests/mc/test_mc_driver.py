@@ -191,7 +191,7 @@ def test_writes_land_in_the_plc_memory(tmp_path: Path) -> None:
 
 def test_a_refused_range_is_read_point_by_point(tmp_path: Path) -> None:
     async def job(d: McDriver, sim: McSimulator) -> None:
-        sim.plc.set_fault(Fault("refuse", code=300))  # the CPU's ranges end at 300
+        sim.plc.set_fault(Fault("refuse", code=250))  # the CPU's ranges end at 250
         got = dict(zip(ids(d), await d.read(), strict=True))
         beyond = {"flag", "flag_f", "lowbyte", "sbyte", "name", "always", "zfile"}
         for k in beyond:
