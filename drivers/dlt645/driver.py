@@ -69,6 +69,7 @@ class MeterBus:
         self._buf = bytearray()
         self._wake = asyncio.Event()
         self._lost: str | None = None
+        self.sent_at = 0.0
 
     @property
     def connected(self) -> bool:
@@ -147,6 +148,7 @@ class MeterBus:
             if ser is None:
                 raise PortLost(self._lost or f"serial port {self.port} is closed")
             self._buf.clear()  # whatever arrived between requests belongs to no request: resync
+            self.sent_at = time.monotonic()  # the round trip starts here, not while waiting for the bus
             try:
                 ser.write(request)
             except (OSError, serial.SerialException) as exc:
@@ -209,7 +211,6 @@ class Dlt645Driver(DriverBase):
                 values.append(PointError(f"not read: {silent} earlier in this poll"))
                 continue
             self.request_count += 1
-            sent = time.monotonic()
             try:
                 got = await self.bus.transact(request, self._address, self.timeout)
             except TimeoutError:
@@ -220,7 +221,7 @@ class Dlt645Driver(DriverBase):
             except PortLost as exc:
                 self.error_count += 1
                 raise DeviceUnreachable(str(exc)) from None
-            self.latency.observe(time.monotonic() - sent)
+            self.latency.observe(time.monotonic() - self.bus.sent_at)
             answered += 1
             value = self._value(p, got)
             if isinstance(value, PointError):
