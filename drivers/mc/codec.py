@@ -20,9 +20,13 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..base import INT_LIMITS, fit_integer
 from .address import DEVICES, DeviceKind
+
+if TYPE_CHECKING:
+    from .config import McConnection
 
 BATCH_READ = 0x0401
 RANDOM_READ = 0x0403
@@ -70,7 +74,20 @@ END_CODES = {
 
 def end_code_reason(code: int) -> str:
     meaning = END_CODES.get(code)
-    if meaning is None and (code >> 8) in (0x40, 0x41, 0x42, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49, 0x4A, 0x4B):
+    if meaning is None and (code >> 8) in (
+        0x40,
+        0x41,
+        0x42,
+        0x43,
+        0x44,
+        0x45,
+        0x46,
+        0x47,
+        0x48,
+        0x49,
+        0x4A,
+        0x4B,
+    ):
         meaning = "an error detected by the CPU (see the CPU's error code list)"
     return f"{code:04X}: {meaning or 'refused by the PLC (see the module manual’s error codes)'}"
 
@@ -139,7 +156,9 @@ class Codec:
                         lo = 1 if i + 1 < len(bits) and bits[i + 1] else 0
                         out.append(hi << 4 | lo)
                 elif kind == "set":
-                    out += (b"\x01\x00" if f[1] else b"\x00\x00") if self.iqr else (b"\x01" if f[1] else b"\x00")
+                    out += (
+                        (b"\x01\x00" if f[1] else b"\x00\x00") if self.iqr else (b"\x01" if f[1] else b"\x00")
+                    )
             return bytes(out)
         parts: list[str] = []
         for f in fields:
@@ -178,17 +197,23 @@ class Codec:
     def batch_read(self, dk: DeviceKind, number: int, count: int, bits: bool = False) -> bytes:
         return self.frame(BATCH_READ, self.sub(bits), [("dev", dk, number), ("u16", count)])
 
-    def random_read(self, words: Sequence[tuple[DeviceKind, int]], dwords: Sequence[tuple[DeviceKind, int]]) -> bytes:
+    def random_read(
+        self, words: Sequence[tuple[DeviceKind, int]], dwords: Sequence[tuple[DeviceKind, int]]
+    ) -> bytes:
         fields: list[Field] = [("u8", len(words)), ("u8", len(dwords))]
         fields += [("dev", dk, n) for dk, n in words]
         fields += [("dev", dk, n) for dk, n in dwords]
         return self.frame(RANDOM_READ, self.sub(False), fields)
 
     def batch_write_words(self, dk: DeviceKind, number: int, words: Sequence[int]) -> bytes:
-        return self.frame(BATCH_WRITE, self.sub(False), [("dev", dk, number), ("u16", len(words)), ("words", list(words))])
+        return self.frame(
+            BATCH_WRITE, self.sub(False), [("dev", dk, number), ("u16", len(words)), ("words", list(words))]
+        )
 
     def batch_write_bits(self, dk: DeviceKind, number: int, bits: Sequence[bool]) -> bytes:
-        return self.frame(BATCH_WRITE, self.sub(True), [("dev", dk, number), ("u16", len(bits)), ("bits", list(bits))])
+        return self.frame(
+            BATCH_WRITE, self.sub(True), [("dev", dk, number), ("u16", len(bits)), ("bits", list(bits))]
+        )
 
     def random_write_bits(self, points: Sequence[tuple[DeviceKind, int, bool]]) -> bytes:
         fields: list[Field] = [("u8", len(points))]
@@ -280,6 +305,13 @@ class Codec:
         name = data[:16].decode("ascii", "replace").rstrip(" \x00")
         code = int.from_bytes(data[16:18], "little") if self.binary else int(data[16:20], 16)
         return name, code
+
+
+def codec_for(c: McConnection) -> Codec:
+    """The codec of a configured connection; the monitoring timer (250 ms units) follows the
+    timeout, within the manual's recommended 0.25-10 s for the connected station."""
+    timer = max(1, min(0x0028, int(c.timeout * 4 + 0.999)))
+    return Codec(c.code, c.iqr(), c.plc, timer)
 
 
 def ascii_radix(dk: DeviceKind, plc: str) -> int:

@@ -192,7 +192,9 @@ class McDriver(DriverBase):
             except (OSError, asyncio.IncompleteReadError) as exc:
                 self.error_count += 1
                 await self.close()
-                raise DeviceUnreachable(f"connection to {self.host}:{self.port} lost: {_short(exc)}") from None
+                raise DeviceUnreachable(
+                    f"connection to {self.host}:{self.port} lost: {_short(exc)}"
+                ) from None
             answered += 1
             for k, words in zip(req.ranges, got, strict=True):
                 self._decode(k, words, values)

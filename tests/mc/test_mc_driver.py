@@ -125,7 +125,9 @@ def hold_all(sim: McSimulator, values: dict[str, Any]) -> None:
         assert sim.plc.hold(k, v), k
 
 
-@pytest.mark.parametrize(("plc", "code"), [("Q", "binary"), ("Q", "ascii"), ("iQ-R", "binary"), ("iQ-R", "ascii")])
+@pytest.mark.parametrize(
+    ("plc", "code"), [("Q", "binary"), ("Q", "ascii"), ("iQ-R", "binary"), ("iQ-R", "ascii")]
+)
 def test_every_device_and_type_decodes_exactly(tmp_path: Path, plc: str, code: str) -> None:
     async def job(d: McDriver, sim: McSimulator) -> None:
         hold_all(sim, EXACT)
@@ -177,8 +179,22 @@ def test_writes_land_in_the_plc_memory(tmp_path: Path) -> None:
         assert bytes(mem["D"][400:404].tobytes()) == b"R-99\x00\x00\x00\x00"  # first character low byte
         assert (mem["M"][10], mem["M"][27], mem["Y"][0x20], mem["B"][0x1A]) == (1, 1, 1, 0)
         got = dict(zip(ids(d), await d.read(), strict=True))
-        assert (got["temp"], got["counter"], got["name"], got["run"], got["run2"], got["lamp"], got["link"]) == (
-            -2, 70000, "R-99", True, True, True, False,
+        assert (
+            got["temp"],
+            got["counter"],
+            got["name"],
+            got["run"],
+            got["run2"],
+            got["lamp"],
+            got["link"],
+        ) == (
+            -2,
+            70000,
+            "R-99",
+            True,
+            True,
+            True,
+            False,
         )
         with pytest.raises(WriteFailed, match="longer than 7 characters"):
             await d.write("name", "x" * 8)
