@@ -140,9 +140,13 @@ class MeterBus:
         self._lost = port_problem(self.port) or reason
         self._wake.set()
 
-    async def transact(self, request: bytes, address: bytes | None, timeout: float) -> Frame | BadFrame:
+    async def transact(
+        self, request: bytes, address: bytes | None, timeout: float, di: int | None = None
+    ) -> Frame | BadFrame:
         """Send `request` and return the first reply frame from `address` (None: from any meter,
-        for a read of the address). Raises TimeoutError, or PortLost when the port failed."""
+        for a read of the address). With `di`, a normal reply carrying another DI is a late
+        answer to an earlier request (one that timed out) and is passed over. Raises
+        TimeoutError, or PortLost when the port failed."""
         async with self.lock:
             ser = self._serial
             if ser is None:
@@ -161,7 +165,8 @@ class MeterBus:
                     del self._buf[:used]
                     mine = address is None or got.address == address
                     if mine and (isinstance(got, BadFrame) or got.control & 0x80):  # a reply, not an echo
-                        return got
+                        if not _stale(got, di):
+                            return got
                     continue
                 if used:
                     del self._buf[:used]
@@ -173,6 +178,13 @@ class MeterBus:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), left)
+
+
+def _stale(got: Frame | BadFrame, di: int | None) -> bool:
+    """A normal read reply for another DI than the one asked: a meter's late answer."""
+    if di is None or isinstance(got, BadFrame) or got.control & 0x40 or got.control & 0x1F != READ:
+        return False
+    return len(got.data) >= 4 and int.from_bytes(got.data[:4], "little") != di
 
 
 class Dlt645Driver(DriverBase):
@@ -212,7 +224,7 @@ class Dlt645Driver(DriverBase):
                 continue
             self.request_count += 1
             try:
-                got = await self.bus.transact(request, self._address, self.timeout)
+                got = await self.bus.transact(request, self._address, self.timeout, p.di)
             except TimeoutError:
                 self.error_count += 1
                 silent = f"no response from meter {self.address} within {self.timeout:g}s"
