@@ -28,7 +28,7 @@ def decoders_for(plan: McPlan) -> list[RangeDecoder]:
     return [RangeDecoder(r, [plan.points[i] for i in r.points]) for r in plan.ranges]
 
 
-class McConnection:
+class McLink:
     """One TCP connection speaking 3E frames, one request at a time."""
 
     def __init__(self, host: str, port: int, codec: Codec, timeout: float):
@@ -88,7 +88,7 @@ class McDriver(DriverBase):
         self.requests: list[ReadRequest] = plan.requests
         self._decoders = decoders if decoders is not None else decoders_for(plan)
         self._describe = describe or f"{host}:{port}"
-        self._conn = McConnection(host, port, codec, timeout)
+        self._conn = McLink(host, port, codec, timeout)
         self._frames = [self._frame(req) for req in self.requests]
         self.request_count = 0
         self.error_count = 0

@@ -25,12 +25,12 @@ OPEN_SETTING = (
 async def probe(dev: McDevice, plan: McPlan | None, timeout: float) -> list[Probe]:
     from .checks import McPlan as Plan
     from .codec import EndCodeError, Malformed, codec_for
-    from .driver import McConnection, McDriver
+    from .driver import McDriver, McLink
 
     c = dev.connection
     codec = codec_for(c)
     wait = min(c.timeout, timeout)
-    conn = McConnection(c.host, c.port, codec, wait)
+    conn = McLink(c.host, c.port, codec, wait)
     try:
         await conn.open()
     except (TimeoutError, OSError) as exc:
@@ -90,7 +90,7 @@ async def probe(dev: McDevice, plan: McPlan | None, timeout: float) -> list[Prob
 
 async def _why_silent(dev: McDevice, codec: object, wait: float, exc: BaseException) -> Probe:
     from .codec import Codec, EndCodeError, Malformed
-    from .driver import McConnection
+    from .driver import McLink
 
     assert isinstance(codec, Codec)
     c = dev.connection
@@ -103,7 +103,7 @@ async def _why_silent(dev: McDevice, codec: object, wait: float, exc: BaseExcept
             f"set code: {other} (or the connection's data code in GX Works to {c.code})",
         )
     alt = dataclasses.replace(codec, code=other)
-    conn = McConnection(c.host, c.port, alt, wait)
+    conn = McLink(c.host, c.port, alt, wait)
     try:
         await conn.open()
         await conn.exchange(alt.cpu_model())

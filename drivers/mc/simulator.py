@@ -467,7 +467,8 @@ class McSimulator:
                         writer.write(_ascii_error(C050))
                         await writer.drain()
                         continue
-                    await asyncio.sleep(3600)  # a binary module waits for the rest of a frame
+                    while await reader.read(4096):  # a binary module waits for the rest of a frame
+                        pass
                     return
                 if code == "binary":
                     cmd, sub = struct.unpack_from("<HH", request, 11)
