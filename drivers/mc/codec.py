@@ -96,6 +96,15 @@ class Malformed(ValueError):
     """Bytes that are not a valid reply to the request in progress."""
 
 
+_HEX = b"0123456789ABCDEFabcdef"
+
+
+def _hex_only(data: bytes) -> None:
+    """int(x, 16) also takes signs, spaces and underscores: ASCII data must be hex digits only."""
+    if data.translate(None, _HEX):
+        raise Malformed("ASCII data that is not hexadecimal digits")
+
+
 @dataclass(frozen=True, slots=True)
 class EndCodeError(Exception):
     """The PLC answered with a non-zero end code."""
@@ -234,6 +243,7 @@ class Codec:
             return int.from_bytes(header[7:9], "little")
         if header[:4] != b"D000":
             raise Malformed(_not_a_reply(header, self.code))
+        _hex_only(header[14:18])
         try:
             return int(header[14:18], 16)
         except ValueError:
@@ -247,6 +257,7 @@ class Codec:
         if self.binary:
             code = int.from_bytes(body[:2], "little")
         else:
+            _hex_only(body[:4])
             try:
                 code = int(body[:4], 16)
             except ValueError:
@@ -262,6 +273,7 @@ class Codec:
             return list(struct.unpack(f"<{count}H", data))
         if len(data) != 4 * count:
             raise Malformed(f"{len(data)} data characters where {count} words were asked for")
+        _hex_only(data)
         try:
             return [int(data[i : i + 4], 16) for i in range(0, len(data), 4)]
         except ValueError:
@@ -276,6 +288,7 @@ class Codec:
             return list(got[:m]), list(got[m:])
         if len(data) != 4 * m + 8 * n:
             raise Malformed(f"{len(data)} data characters for {m} words and {n} double words")
+        _hex_only(data)
         try:
             w = [int(data[i : i + 4], 16) for i in range(0, 4 * m, 4)]
             d = [int(data[i : i + 8], 16) for i in range(4 * m, len(data), 8)]
@@ -303,6 +316,8 @@ class Codec:
         if len(data) != (18 if self.binary else 20):
             raise Malformed(f"a CPU model reply of {len(data)} bytes")
         name = data[:16].decode("ascii", "replace").rstrip(" \x00")
+        if not self.binary:
+            _hex_only(data[16:20])
         code = int.from_bytes(data[16:18], "little") if self.binary else int(data[16:20], 16)
         return name, code
 

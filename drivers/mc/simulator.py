@@ -88,6 +88,8 @@ MEMORY = {
 }
 MEMORY["L"] = MEMORY["Q"]
 MEMORY["iQ-R"] = {**MEMORY["Q"], "X": 12288, "Y": 12288, "SM": 4096, "SD": 4096}
+# what 0101 answers: a model name of each family; the model codes are placeholders of the
+# simulator, not Mitsubishi's code list
 MODEL = {
     "Q": ("Q03UDVCPU", 0x0366),
     "L": ("L26CPU-BT", 0x0543),
@@ -470,6 +472,9 @@ class McSimulator:
                     while await reader.read(4096):  # a binary module waits for the rest of a frame
                         pass
                     return
+                if len(request) < (15 if code == "binary" else 30):
+                    writer.write(self.server._reply(code == "binary", C061))
+                    continue
                 if code == "binary":
                     cmd, sub = struct.unpack_from("<HH", request, 11)
                     rest = request[15:]

@@ -364,3 +364,34 @@ def test_model_name_reply() -> None:
     assert BIN.model_name(data) == ("Q03UDVCPU", 0x366)
     with pytest.raises(Malformed):
         BIN.model_name(b"short")
+
+
+@settings(max_examples=300)
+@given(
+    st.sampled_from(["binary", "ascii"]),
+    st.sampled_from([0x0401, 0x0403, 0x1401, 0x1402, 0x0101, 0x0619]),
+    st.integers(0, 3),
+    st.binary(max_size=40),
+)
+def test_the_simulator_answers_any_request_with_a_reply(code: str, cmd: int, sub: int, rest: bytes) -> None:
+    plc = SimulatedPlc("p", "iQ-R", code, True, [])
+    reply = McServer(plc).answer(code, cmd, sub, rest)
+    codec = Codec(code)
+    n = codec.body_length(reply[: 9 if code == "binary" else 18])
+    assert len(reply) == (9 if code == "binary" else 18) + n
+
+
+def test_ascii_data_must_be_hex_digits() -> None:
+    for bad in (b"-1FF", b" 1F ", b"1_2F", b"+001"):
+        with pytest.raises(Malformed):
+            ASC.words(bad, 1)
+    with pytest.raises(Malformed):
+        ASC.body_length(b"D00000FF03FF00-010")
+
+
+@given(st.sampled_from(["binary", "ascii"]), st.binary(min_size=18, max_size=20))
+def test_any_model_reply_is_a_name_or_malformed(code: str, data: bytes) -> None:
+    try:
+        Codec(code).model_name(data)
+    except Malformed:
+        pass
