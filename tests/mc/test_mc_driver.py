@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from edgegw.drivers.base import DeviceUnreachable, PointError, WriteFailed, WriteTimeout
-from edgegw.drivers.mc.driver import McDriver
+from edgegw.drivers.mc.driver import RETRY_REFUSED, McDriver
 from edgegw.drivers.mc.simulator import McSimulator
 from edgegw.drivers.registry import plugin_for
 from edgegw.gateway.config import load_config
@@ -216,10 +216,23 @@ def test_a_refused_range_is_read_point_by_point(tmp_path: Path) -> None:
         for k in set(EXACT) - beyond:
             assert not isinstance(got[k], PointError), (k, got[k])
         assert d.connected  # an end code is an answer: still online
+        # later polls read the other points without the refused request and without reading
+        # each point alone: the refused points keep their reason
+        sent = d.request_count
+        again = dict(zip(ids(d), await d.read(), strict=True))
+        assert d.request_count - sent <= len(d.requests) + 2, d.request_count - sent
+        assert {k for k, v in again.items() if isinstance(v, PointError)} == beyond
+        assert all(again[k].reason == got[k].reason for k in beyond)
         with pytest.raises(WriteFailed, match="C056"):
             await d.write("name", "x")
         sim.plc.set_fault(Fault())
-        assert not any(isinstance(v, PointError) for v in await d.read())
+        for _ in range(RETRY_REFUSED):  # the refused points are tried again every few polls
+            values = await d.read()
+        assert not any(isinstance(v, PointError) for v in values)
+        assert not d._split  # back to the planned requests
+        sent = d.request_count
+        await d.read()
+        assert d.request_count - sent == len(d.requests)
 
     with_plc(tmp_path, job)
 
