@@ -336,11 +336,11 @@ class McDriver(DriverBase):
             for i, reason in s.refused.items():
                 values[i] = PointError(reason)
             return
-        still = {}
+        still: dict[int, str] = {}
         for i in s.refused:
-            reason = await self._read_point(i, values)
-            if reason is not None:
-                still[i] = reason
+            why = await self._read_point(i, values)
+            if why is not None:
+                still[i] = why
         if still:
             s.refused = still
         else:
