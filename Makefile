@@ -31,7 +31,7 @@ $(BIN)/edgegw: pyproject.toml
 bench: setup
 	$(BIN)/python bench/run.py --all --seconds 20
 
-# the S7 scenarios (gateway against a bare python-snap7 client) and Sparkplug B as the only sink
+# the S7, MC and DL/T 645 scenarios (gateway against a bare client or the line), Sparkplug B and the OPC UA server as the only sink
 bench-more: setup
 	$(BIN)/python bench/s7.py --cpus 100 --points 100 --interval 1s --seconds 20
 	$(BIN)/python bench/s7.py --cpus 20 --points 200 --interval 100ms --seconds 20
