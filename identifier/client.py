@@ -326,7 +326,8 @@ class SnmsClient(_Node):
         if status == -4:
             raise Transient(f"node internal error at login: {message or 'status -4'}")
         if status != 1:
-            raise Unauthorised(f"login refused ({self.login_mode}): {message or f'status {status}'}")
+            how = " (cipher)" if self.login_mode == "cipher" else ""
+            raise Unauthorised(f"login refused{how}: {message or f'status {status}'}")
         return data
 
     async def _call(self, method: str, path: str, **kw: Any) -> Any:

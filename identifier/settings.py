@@ -15,9 +15,11 @@ class IdentifierNode(Strict):
         description="snms: a secondary node's API; handle: the Handle.Net REST API; idhub: an "
         "enterprise node's OpenAPI (challenge-response login, DOIP calls)",
     )
-    url: str
-    username: str | None = None
-    password: SecretStr | None = None
+    url: str = Field(description="the node's business API, e.g. http://node.example:3000")
+    username: str | None = Field(None, description="snms and handle: the account (snms: the app identity)")
+    password: SecretStr | None = Field(
+        None, description="snms and handle: its password (may be written as ${NAME}, from the environment)"
+    )
     login: Literal["plain", "cipher"] = Field(
         "plain",
         description="snms only: plain sends the password (POST /identity/token); cipher sends "
@@ -31,9 +33,9 @@ class IdentifierNode(Strict):
         description="idhub only: the application's PKCS#8 PEM private key file (relative to the "
         "config's folder); it signs the node's challenge and is never logged",
     )
-    prefix: str = Field(pattern=r"^\d+(\.\d+)*$")
-    ca: str | None = None
-    timeout: Duration = 10.0
+    prefix: str = Field(pattern=r"^\d+(\.\d+)*$", description="the enterprise prefix, e.g. 88.118.8")
+    ca: str | None = Field(None, description="CA certificate file to trust for an https url")
+    timeout: Duration = Field(10.0, description="per request")
 
     @model_validator(mode="after")
     def _kind_keys(self) -> IdentifierNode:
@@ -78,7 +80,7 @@ class IdentifierRule(Strict):
 
 
 class IdentifierSettings(Strict):
-    node: IdentifierNode
+    node: IdentifierNode = Field(description="the resolution node registered with (see identifier.node)")
     rules: list[IdentifierRule] = Field(default_factory=list)
     batch_size: int = Field(
         500, ge=1, le=2000, description="identifiers per batchCreate when there is a backlog"

@@ -153,7 +153,9 @@ def idnode_from_config(loaded: LoadedConfig, templates: Path | None, bind: str) 
     port = url.port or (443 if url.scheme == "https" else 80)
     password = node.password.get_secret_value() if node.password else ""
     user = node.username or "edgegw"
-    apps = {node.app_handle: loaded.relative(node.private_key)} if node.kind == "idhub" else {}
+    apps: dict[str, Path] = {}
+    if node.kind == "idhub" and node.app_handle and node.private_key:
+        apps[node.app_handle] = loaded.relative(node.private_key)
     return IdNodeSpec(
         bind, port, {user: (password, (node.prefix,))}, templates or DEFAULT_TEMPLATES, apps=apps
     )
