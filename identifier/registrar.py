@@ -61,7 +61,7 @@ from .client import (
 from .rules import STREAM, Firing, RuleSet, engineering, new_value
 from .settings import IdentifierRule
 from .syntax import IdentifierError
-from .templates import Template
+from .templates import RESERVED, Template
 
 log = logging.getLogger("edgegw.identifier")
 
@@ -652,8 +652,10 @@ def yearly_counts(items: Iterable[tuple[str, str]], year: int) -> dict[str, dict
 
 
 def _same(record: Record, reg: Registration) -> bool:
+    """Whether the node's record holds our values; what the node adds itself at the reserved
+    indexes (the template version at 1001, docs/dev-tools/snms/v5/handle-operate.md) is not ours."""
     ours = {(v.index, v.type, v.value) for v in reg.values}
-    theirs = {(v.index, v.type, v.value) for v in record.values}
+    theirs = {(v.index, v.type, v.value) for v in record.values if v.index not in RESERVED}
     return ours == theirs and (record.template in (None, reg.template))
 
 

@@ -83,7 +83,11 @@ class IdentifierSettings(Strict):
     node: IdentifierNode = Field(description="the resolution node registered with (see identifier.node)")
     rules: list[IdentifierRule] = Field(default_factory=list)
     batch_size: int = Field(
-        500, ge=1, le=2000, description="identifiers per batchCreate when there is a backlog"
+        500,
+        ge=1,
+        le=2000,
+        description="identifiers per batchCreate when there is a backlog (the node takes at most 2000; "
+        "its guide recommends 100-1500 per batch)",
     )
     max_queued: int = Field(
         100_000,

@@ -306,7 +306,7 @@ class Node:
             return problem
         exists = self.store.get(handle) is not None
         if exists and not update:
-            return f"handle {handle} already exists"
+            return f"标识已存在 (handle {handle} already exists)"  # the guide's wording, and ours
         if not exists and update:
             return f"handle {handle} does not exist"
         self.write(handle, item.get("templateVersion"), item["value"], update)
@@ -386,7 +386,10 @@ def _snms_routes(app: Any, node: Node) -> None:
         node.store.count(ident.prefix, "resolutions")
         if rec is None:
             return _fail(-2, f"handle {handle} does not exist")
-        return _ok({"prefix": ident.prefix, "handle": rec[0], "templateVersion": rec[1], "value": rec[2]})
+        # as a real node, it adds the template version at the reserved index 1001 (handle-operate.md)
+        tv = {"index": 1001, "type": "TEMPLATE", "auth": "1", "data": {"format": "string", "value": rec[1]}}
+        value = [*rec[2], tv] if rec[1] is not None else rec[2]
+        return _ok({"prefix": ident.prefix, "handle": rec[0], "templateVersion": rec[1], "value": value})
 
     async def single(request: Request, update: bool) -> Any:
         user, early, late_504 = await node.guarded(request)

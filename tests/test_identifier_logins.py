@@ -407,3 +407,45 @@ def test_idhub_config_is_checked_and_edgegw_id_uses_it(hub: Hub, tmp_path: Path)
     assert out.stderr.startswith(f"{tmp_path / 'bad1.yaml'}:3: identifier.node.private_key: cannot read"), (
         out.stderr
     )
+
+
+def test_after_a_504_the_nodes_own_template_value_does_not_make_the_record_differ(
+    hub: Hub, tmp_path: Path
+) -> None:
+    """A real node adds the template version at index 1001 to a record (handle-operate.md): with
+    on_exists keep, the retry after a 504 must still recognise the record as ours."""
+    rule = IdentifierRule(
+        name="keep",
+        trigger=PointRef(device="m1", point="serial"),
+        template="1.0",
+        on_exists="keep",
+        values=[RuleValue(index=v.index, type=v.type, value=v.value) for v in GOOD[1:]]
+        + [RuleValue(index=2000, type="serial_number", value="{value}")],
+    )
+    events: list[dict[str, Any]] = []
+    queue = DurableQueue(tmp_path / "queue.sqlite3", 10**8)
+    registrar = Registrar(
+        queue, client_for("plain", hub), RuleSet([rule], P), lambda _s, b: events.append(b), retry_max=0.3
+    )
+
+    async def run() -> None:
+        faults(hub.url, timeout_rate=1.0)
+        await registrar.start()
+        registrar.on_sample("m1", [Reading("serial", "KEEP-1", "good")], 1, lambda d, p: "")
+        deadline = time.monotonic() + 10
+        while not on_node(hub.url, "/KEEP-1"):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        faults(hub.url)
+        while not events:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        await registrar.stop()
+
+    asyncio.run(run())
+    detail = on_node(hub.url, "/KEEP-1")[0]
+    assert events == [
+        {**events[0], "state": "registered", "note": "already registered with the same values"}
+    ], events
+    assert detail["templateVersion"] == "1.0"
+    queue.close()
