@@ -39,6 +39,7 @@ import logging
 import random
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -69,6 +70,7 @@ TASK = "identifier-queue"
 TEMPLATED = ("snms", "idhub")  # the kinds whose node holds the templates registrations must fit
 COUNT = "idcount"  # queue state `idcount/<year>/<prefix>/<registered|resolved>`: this year's counts
 MAX_QUEUED = 100_000
+RESOLVE_WAIT = 30.0  # seconds a resolution waits for the registration of the same handle queued here
 QUEUE_RETRY_MAX = 10.0  # seconds at most between attempts while the queue cannot be written or read
 _UNREADABLE = (ValueError, KeyError, TypeError, IndexError, AttributeError, RecursionError)
 
@@ -115,6 +117,7 @@ class Registrar:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._resolving: set[asyncio.Task[None]] = set()
+        self._pending: Counter[str] = Counter()  # handles (lower case) fired here and not yet settled
         self._resolve_slots = asyncio.Semaphore(8)
         self._attempt = 0
         self._commit_error: str | None = None
@@ -158,6 +161,7 @@ class Registrar:
                 continue
             self.queue.append(STREAM, firing.handle, firing.body())  # committed with the value
             self.queued += 1
+            self._pending[firing.handle.lower()] += 1
             self.counters["fired"] += 1
             self._wake.set()
         for rule, value in self._changed(device, by_id, self.rules.resolves, "resolve"):
@@ -466,6 +470,9 @@ class Registrar:
         if settle is not None:
             self.queue.settle(settle, STREAM, handle, state, message)
             self.queued -= 1
+            self._pending[handle.lower()] -= 1
+            if self._pending[handle.lower()] <= 0:
+                del self._pending[handle.lower()]
             if state == "registered":
                 self._count(handle, "registered")  # committed with the settlement
         self.counters["registered" if state == "registered" else "failed"] += 1
@@ -508,6 +515,10 @@ class Registrar:
     # ---- resolving ----
 
     async def _resolve(self, device: str, rule: str, handle: str) -> None:
+        # a part read right after it was made: its registration, queued here, goes first
+        deadline = time.monotonic() + RESOLVE_WAIT
+        while handle.lower() in self._pending and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
         async with self._resolve_slots:
             body: dict[str, Any] = {"handle": handle, "rule": rule}
             for attempt in range(4):
