@@ -135,6 +135,7 @@ class NodeState:
 
 class Store:
     def __init__(self, path: str = ":memory:"):
+        self._templates: dict[tuple[str, str], Template | None] = {}
         self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(
@@ -162,16 +163,20 @@ class Store:
         self.db.execute("COMMIT")
 
     def template(self, prefix: str, version: str) -> Template | None:
-        row = self.db.execute(
-            "SELECT body FROM templates WHERE prefix = ? AND version = ?", (prefix, version)
-        ).fetchone()
-        return Template.from_api(json.loads(row[0])) if row else None
+        key = (prefix, version)
+        if key not in self._templates:  # read once: a batch of 2000 asks 2000 times
+            row = self.db.execute(
+                "SELECT body FROM templates WHERE prefix = ? AND version = ?", key
+            ).fetchone()
+            self._templates[key] = Template.from_api(json.loads(row[0])) if row else None
+        return self._templates[key]
 
     def put_template(self, t: Template) -> None:
         self.db.execute(
             "INSERT OR REPLACE INTO templates (prefix, version, body) VALUES (?, ?, ?)",
             (t.prefix, t.version, json.dumps(t.to_api())),
         )
+        self._templates[(t.prefix, t.version)] = t
 
     def get(self, handle: str) -> tuple[str, str | None, list[dict[str, Any]]] | None:
         row = self.db.execute(
