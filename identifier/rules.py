@@ -5,7 +5,8 @@ value are formatted from `{value}` (the new value), `{prefix}` (the node's prefi
 sample time, ISO 8601 UTC) and `{device.point}` (the latest engineering value of any point).
 The firing and the value it fired on are committed to the durable queue together, so a restart
 neither loses a firing nor fires twice for the same value. A `resolve` rule resolves each new
-value of its point and publishes the record.
+value of its point and publishes the record; when the gateway has queued a registration of
+that handle, the resolution waits for it first (up to `registrar.RESOLVE_WAIT`).
 """
 
 from __future__ import annotations

@@ -41,13 +41,14 @@ import random
 import secrets
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from edgegw.identifier.syntax import IdentifierError, parse
+from edgegw.identifier.syntax import Identifier, IdentifierError, parse
 from edgegw.identifier.templates import Template, Value, value_problems
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -184,6 +185,9 @@ class Store:
         ).fetchone()
         return (row[0], row[1], json.loads(row[2])) if row else None
 
+    def exists(self, key: str) -> bool:
+        return self.db.execute("SELECT 1 FROM handles WHERE key = ?", (key,)).fetchone() is not None
+
     def count(self, prefix: str, what: str, n: int = 1) -> None:
         self.db.execute(
             "INSERT INTO stats (prefix, what, n) VALUES (?, ?, ?) "
@@ -288,9 +292,11 @@ class Node:
             problems += t.problems(values)
         return ("; ".join(problems) if problems else None), values
 
-    def write(self, handle: str, template: Any, raw_values: list[Any], update: bool) -> None:
+    def write(
+        self, handle: str, template: Any, raw_values: list[Any], update: bool, ident: Identifier | None = None
+    ) -> None:
         now = time.time_ns() // 1_000_000
-        ident = parse(handle)
+        ident = ident or parse(handle)
         if update:
             self.store.db.execute(
                 "UPDATE handles SET template = ?, value = ?, updated = ? WHERE key = ?",
@@ -302,20 +308,28 @@ class Node:
                 (ident.key, handle, ident.prefix, template, json.dumps(raw_values), now, now),
             )
 
-    def apply(self, user: str, item: Any, update: bool) -> str | None:
-        """Register or update one item under every node rule; the problem, or None if done."""
+    def apply(
+        self, user: str, item: Any, update: bool, tally: Counter[tuple[str, str]] | None = None
+    ) -> str | None:
+        """Register or update one item under every node rule; the problem, or None if done.
+        `tally` collects the statistics of a batch, written once for it."""
         item = item if isinstance(item, dict) else {}
         handle = item.get("handle")
         problem, _ = self.check(user, handle, item.get("templateVersion"), item.get("value"))
         if problem:
             return problem
-        exists = self.store.get(handle) is not None
+        ident = parse(handle)
+        exists = self.store.exists(ident.key)
         if exists and not update:
             return f"标识已存在 (handle {handle} already exists)"  # the guide's wording, and ours
         if not exists and update:
             return f"handle {handle} does not exist"
-        self.write(handle, item.get("templateVersion"), item["value"], update)
-        self.store.count(parse(handle).prefix, "updates" if update else "registrations")
+        self.write(handle, item.get("templateVersion"), item["value"], update, ident)
+        what = (ident.prefix, "updates" if update else "registrations")
+        if tally is None:
+            self.store.count(*what)
+        else:
+            tally[what] += 1
         return None
 
     async def guarded(self, request: Request) -> tuple[str | None, Any, bool]:
@@ -424,15 +438,18 @@ def _snms_routes(app: Any, node: Node) -> None:
             return _fail(-2, "the body must be a JSON list")
         if len(body) > BATCH_MAX:
             return _fail(-2, f"at most {BATCH_MAX} identifiers per batch, got {len(body)}")
+        tally: Counter[tuple[str, str]] = Counter()
         async with node.lock:
             with node.store.transaction():
                 results = [
                     {
                         "handle": item.get("handle") if isinstance(item, dict) else None,
-                        "msg": node.apply(user, item, update) or "success",
+                        "msg": node.apply(user, item, update, tally) or "success",
                     }
                     for item in body
                 ]
+                for (prefix, what), n in tally.items():
+                    node.store.count(prefix, what, n)
         return node.late(late_504, _ok(results))
 
     @app.post("/identityv2/data/batchCreate")

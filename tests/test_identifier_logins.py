@@ -449,3 +449,56 @@ def test_after_a_504_the_nodes_own_template_value_does_not_make_the_record_diffe
     ], events
     assert detail["templateVersion"] == "1.0"
     queue.close()
+
+
+class SlowWrites:
+    """The real client, with writes that take 0.5 s more to start (a busy node or network): the
+    registration is still under way when the part is read."""
+
+    def __init__(self, client: NodeClient):
+        self.client = client
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+    async def register(self, reg: Registration) -> None:
+        await asyncio.sleep(0.5)
+        await self.client.register(reg)
+
+    async def register_batch(self, regs: list[Registration]) -> list[Any]:
+        await asyncio.sleep(0.5)
+        return await self.client.register_batch(regs)
+
+
+def test_a_part_resolved_as_soon_as_it_is_made_waits_for_its_registration(hub: Hub, tmp_path: Path) -> None:
+    """The demo's rules: a trigger and a resolve rule on one point. The resolution waits for the
+    registration queued for the same handle, so it finds the record (not "does not exist")."""
+    import yaml
+
+    demo = yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())["identifier"]["rules"]
+    rules = [IdentifierRule.model_validate(r) for r in demo]
+    assert rules[1].resolve == rules[0].trigger  # the demo resolves the parts its moulder made
+    events: list[tuple[str, dict[str, Any]]] = []
+    queue = DurableQueue(tmp_path / "queue.sqlite3", 10**8)
+    slow = SlowWrites(client_for("plain", hub))
+    registrar = Registrar(queue, slow, RuleSet(rules, P), lambda s, b: events.append((s, b)))  # type: ignore[arg-type]
+    values = {"recipe_code": "R-7", "barrel_temp_1": "215.3", "cycle_time": "32.5"}
+
+    async def run() -> None:
+        await registrar.start()
+        for n in range(3):
+            ts = time.time_ns() // 1_000_000
+            reading = Reading("product_serial", f"DEMO-{n}", "good")
+            registrar.on_sample("im-01", [reading], ts, lambda d, p: values.get(p, ""))
+        deadline = time.monotonic() + 10
+        while sum(1 for s, _ in events if s == "im-01/resolved") < 3:
+            assert time.monotonic() < deadline, events
+            await asyncio.sleep(0.05)
+        await registrar.stop()
+
+    asyncio.run(run())
+    resolved = [b for s, b in events if s == "im-01/resolved"]
+    assert sorted(b["handle"] for b in resolved) == [f"{P}/DEMO-{n}" for n in range(3)]
+    assert all("record" in b for b in resolved), resolved
+    assert registrar.this_year()[P]["resolved"] == 3
+    queue.close()
