@@ -284,12 +284,13 @@ class Node:
         values, problem = _values(raw_values)
         if problem or values is None:
             return problem, []
-        problems = value_problems(values)
-        if must_template:
+        if not must_template:
+            problems = value_problems(values)
+        else:
             t = self.store.template(ident.prefix, str(template)) if template is not None else None
             if t is None:
                 return f"template {template} does not exist for prefix {ident.prefix}", values
-            problems += t.problems(values)
+            problems = t.problems(values)  # the rules of any template included
         return ("; ".join(problems) if problems else None), values
 
     def write(
