@@ -1,9 +1,15 @@
-"""Shared by the benchmarks: a plant of Modbus TCP simulators and Mosquitto, and /proc readings."""
+"""Shared by the benchmarks: a plant of Modbus TCP simulators and Mosquitto, /proc readings, and
+the run of a PLC protocol's benchmark against a bare client (bench/mc.py, bench/s7.py)."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,17 +149,144 @@ def seconds(d: str) -> float:
     return parse_duration(d)
 
 
+# ---- a PLC protocol's benchmark: a bare client, then the gateway, on the same simulators ----
+
+
+async def bare_window(
+    tasks: list[asyncio.Task], counts: list[int], warm: float, stop: float, requests_per_poll: int
+) -> dict:
+    """What the bare clients' `tasks` count (values, requests, errors) between `warm` and `stop`
+    (loop times), with this process's CPU."""
+    loop = asyncio.get_running_loop()
+    await asyncio.sleep(warm - loop.time())
+    n0, c0, t0 = list(counts), cpu_seconds(os.getpid()), time.monotonic()
+    await asyncio.sleep(stop - loop.time())
+    n1, c1, t1 = list(counts), cpu_seconds(os.getpid()), time.monotonic()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    span = t1 - t0
+    return {
+        "values_per_s": round((n1[0] - n0[0]) / span),
+        "requests_per_s": round((n1[1] - n0[1]) / span, 1),
+        "cpu_pct": round(100 * (c1 - c0) / span, 1),
+        "errors": n1[2] - n0[2],
+        "requests_per_poll": requests_per_poll,
+    }
+
+
+def gateway_window(
+    tmp: Path, config: Path, mqtt: int, api: int, devices: int, window: float, what: str
+) -> dict:
+    """`edgegw run` publishing to Mosquitto: good point values arriving at a subscriber over
+    `window` seconds once data came from every device (`what`: "PLC", "CPU"), with its CPU, RSS
+    and poll-to-ack latency."""
+    sub = Subscriber(mqtt, "edgegw/gw-bench/+/data")
+    gw = Proc([*EDGEGW, "run", "-c", str(config)], tmp / "gw.log")
+    try:
+        wait_for(lambda: len({m[0] for m in list(sub.messages)}) >= devices, 60, f"data from every {what}")
+        time.sleep(2)
+        h0 = ack_buckets(api)
+        n0, c0, t0 = len(sub.messages), cpu_seconds(gw.pid), time.monotonic()
+        time.sleep(window)
+        n1, c1, t1 = len(sub.messages), cpu_seconds(gw.pid), time.monotonic()
+        to_ack = window_percentiles(h0, ack_buckets(api))
+        rss, peak = vm(gw.pid, "VmRSS"), vm(gw.pid, "VmHWM")
+    finally:
+        gw.stop()
+    with sub.lock:
+        batch = sub.messages[n0:n1]
+        arrived = sub.arrived_wall[n0:n1]
+    bodies = [json.loads(p) for _, p, _ in batch]
+    good = sum(sum(1 for v in b["points"].values() if v["q"] != "bad") for b in bodies)
+    to_sub = [1000 * a - b["ts"] for a, b in zip(arrived, bodies, strict=True)]
+    gaps, dups = delivery(sub)
+    sub.stop()
+    span = t1 - t0
+    return {
+        "values_per_s": round(good / span),
+        "messages_per_s": round((n1 - n0) / span, 1),
+        "cpu_pct": round(100 * (c1 - c0) / span, 1),
+        "rss_mb": round(rss, 1),
+        "peak_rss_mb": round(peak, 1),
+        "poll_to_ack_p50_ms": to_ack["p50_ms"],
+        "poll_to_ack_p99_ms": to_ack["p99_ms"],
+        "poll_to_subscriber_p50_ms": round(percentile(to_sub, 0.5) or 0, 1),
+        "poll_to_subscriber_p99_ms": round(percentile(to_sub, 0.99) or 0, 1),
+        "seq_gaps": gaps,
+        "duplicates": dups,
+    }
+
+
+def plc_bench(
+    protocol: str,
+    devices: int,
+    points: int,
+    interval: str,
+    window: float,
+    write_config: Callable[[Path, int, int, str, list[int], int, int], Path],
+    bare: Callable[[Path, list[int], float, float], Awaitable[dict]],
+    bare_key: str,
+    bare_label: str,
+    what: str,
+) -> None:
+    """`devices` simulated PLCs (`edgegw simulate`, one port each) x `points`: the bare client
+    (`bare`), then the gateway, one after the other; prints both and the ratio and writes
+    bench/results/<protocol>-<devices>x<points>_at_<interval>.json."""
+    name = f"{protocol} {devices}x{points}@{interval}"
+    with tempfile.TemporaryDirectory(prefix=f"edgegw-bench-{protocol}-") as t:
+        tmp = Path(t)
+        ports = [free_port() for _ in range(devices)]
+        mqtt, api = free_port(), free_port()
+        config = write_config(tmp, devices, points, interval, ports, mqtt, api)
+        broker = start_mosquitto(tmp, mqtt)
+        sim = Proc([*EDGEGW, "simulate", "-c", str(config)], tmp / "sim.log")
+        try:
+            for p in ports:
+                wait_port(p, 60)
+            ceiling = asyncio.run(bare(config, ports, seconds(interval), window))
+            gw = gateway_window(tmp, config, mqtt, api, devices, window, what)
+        finally:
+            sim.stop()
+            broker.kill()
+    offered = round(devices * points / seconds(interval))
+    result = {
+        "scenario": name,
+        "offered_values_per_s": offered,
+        "gateway": gw,
+        bare_key: ceiling,
+        "ratio_to_bare": round(gw["values_per_s"] / ceiling["values_per_s"], 3)
+        if ceiling["values_per_s"]
+        else None,
+        "seconds": window,
+    }
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{protocol}-{devices}x{points}_at_{interval}.json").write_text(
+        json.dumps(result, indent=2) + "\n"
+    )
+    print(
+        f"{name:<24} gateway {gw['values_per_s']:>7} values/s (offered {offered}) cpu {gw['cpu_pct']}% "
+        f"rss {gw['peak_rss_mb']} MB  poll->ack p50/p99 {gw['poll_to_ack_p50_ms']}/{gw['poll_to_ack_p99_ms']} ms  "
+        f"gaps {gw['seq_gaps']}\n{'':<24} {bare_label} {ceiling['values_per_s']:>7} values/s "
+        f"cpu {ceiling['cpu_pct']}% ({ceiling['requests_per_poll']} requests/poll, errors {ceiling['errors']})  "
+        f"ratio {result['ratio_to_bare']}",
+        flush=True,
+    )
+
+
 __all__ = [
     "EDGEGW",
     "ROOT",
     "Proc",
     "Subscriber",
     "ack_buckets",
+    "bare_window",
     "cpu_seconds",
     "delivery",
     "free_port",
     "gateway_status",
+    "gateway_window",
     "percentile",
+    "plc_bench",
     "seconds",
     "seq_report",
     "start_mosquitto",

@@ -23,29 +23,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import tempfile
-import time
 from pathlib import Path
 
-from plant import (
-    EDGEGW,
-    ROOT,
-    Proc,
-    Subscriber,
-    ack_buckets,
-    cpu_seconds,
-    delivery,
-    free_port,
-    percentile,
-    seconds,
-    start_mosquitto,
-    vm,
-    wait_for,
-    wait_port,
-    window_percentiles,
-)
+from plant import bare_window, plc_bench
 
 
 def write_config(
@@ -146,57 +126,7 @@ async def bare(config: Path, ports: list[int], interval: float, window: float) -
     tasks = [
         asyncio.create_task(bare_cpu(p, requests, counts, per_request, interval, warm, stop)) for p in ports
     ]
-    await asyncio.sleep(warm - loop.time())
-    n0, c0, t0 = list(counts), cpu_seconds(os.getpid()), time.monotonic()
-    await asyncio.sleep(stop - loop.time())
-    n1, c1, t1 = list(counts), cpu_seconds(os.getpid()), time.monotonic()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    span = t1 - t0
-    return {
-        "values_per_s": round((n1[0] - n0[0]) / span),
-        "requests_per_s": round((n1[1] - n0[1]) / span, 1),
-        "cpu_pct": round(100 * (c1 - c0) / span, 1),
-        "errors": n1[2] - n0[2],
-        "requests_per_poll": len(requests),
-    }
-
-
-def gateway(tmp: Path, config: Path, mqtt: int, api: int, cpus: int, window: float) -> dict:
-    sub = Subscriber(mqtt, "edgegw/gw-bench/+/data")
-    gw = Proc([*EDGEGW, "run", "-c", str(config)], tmp / "gw.log")
-    try:
-        wait_for(lambda: len({m[0] for m in list(sub.messages)}) >= cpus, 60, "data from every CPU")
-        time.sleep(2)
-        h0 = ack_buckets(api)
-        n0, c0, t0 = len(sub.messages), cpu_seconds(gw.pid), time.monotonic()
-        time.sleep(window)
-        n1, c1, t1 = len(sub.messages), cpu_seconds(gw.pid), time.monotonic()
-        to_ack = window_percentiles(h0, ack_buckets(api))
-        rss, peak = vm(gw.pid, "VmRSS"), vm(gw.pid, "VmHWM")
-    finally:
-        gw.stop()
-    with sub.lock:
-        batch = sub.messages[n0:n1]
-        arrived = sub.arrived_wall[n0:n1]
-    bodies = [json.loads(p) for _, p, _ in batch]
-    good = sum(sum(1 for v in b["points"].values() if v["q"] != "bad") for b in bodies)
-    to_sub = [1000 * a - b["ts"] for a, b in zip(arrived, bodies, strict=True)]
-    gaps, dups = delivery(sub)
-    sub.stop()
-    span = t1 - t0
-    return {
-        "values_per_s": round(good / span),
-        "messages_per_s": round((n1 - n0) / span, 1),
-        "cpu_pct": round(100 * (c1 - c0) / span, 1),
-        "rss_mb": round(rss, 1),
-        "peak_rss_mb": round(peak, 1),
-        "poll_to_ack_p50_ms": to_ack["p50_ms"],
-        "poll_to_ack_p99_ms": to_ack["p99_ms"],
-        "poll_to_subscriber_p50_ms": round(percentile(to_sub, 0.5) or 0, 1),
-        "poll_to_subscriber_p99_ms": round(percentile(to_sub, 0.99) or 0, 1),
-        "seq_gaps": gaps,
-        "duplicates": dups,
-    }
+    return await bare_window(tasks, counts, warm, stop, len(requests))
 
 
 def main() -> None:
@@ -206,45 +136,17 @@ def main() -> None:
     ap.add_argument("--interval", default="200ms")
     ap.add_argument("--seconds", type=float, default=20)
     args = ap.parse_args()
-    name = f"s7 {args.cpus}x{args.points}@{args.interval}"
-    with tempfile.TemporaryDirectory(prefix="edgegw-bench-s7-") as t:
-        tmp = Path(t)
-        ports = [free_port() for _ in range(args.cpus)]
-        mqtt, api = free_port(), free_port()
-        config = write_config(tmp, args.cpus, args.points, args.interval, ports, mqtt, api)
-        broker = start_mosquitto(tmp, mqtt)
-        sim = Proc([*EDGEGW, "simulate", "-c", str(config)], tmp / "sim.log")
-        try:
-            for p in ports:
-                wait_port(p, 60)
-            ceiling = asyncio.run(bare(config, ports, seconds(args.interval), args.seconds))
-            gw = gateway(tmp, config, mqtt, api, args.cpus, args.seconds)
-        finally:
-            sim.stop()
-            broker.kill()
-    offered = round(args.cpus * args.points / seconds(args.interval))
-    result = {
-        "scenario": name,
-        "offered_values_per_s": offered,
-        "gateway": gw,
-        "bare_python_snap7": ceiling,
-        "ratio_to_bare": round(gw["values_per_s"] / ceiling["values_per_s"], 3)
-        if ceiling["values_per_s"]
-        else None,
-        "seconds": args.seconds,
-    }
-    out = ROOT / "bench" / "results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"s7-{args.cpus}x{args.points}_at_{args.interval}.json").write_text(
-        json.dumps(result, indent=2) + "\n"
-    )
-    print(
-        f"{name:<24} gateway {gw['values_per_s']:>7} values/s (offered {offered}) cpu {gw['cpu_pct']}% "
-        f"rss {gw['peak_rss_mb']} MB  poll->ack p50/p99 {gw['poll_to_ack_p50_ms']}/{gw['poll_to_ack_p99_ms']} ms  "
-        f"gaps {gw['seq_gaps']}\n{'':<24} bare python-snap7 {ceiling['values_per_s']:>7} values/s "
-        f"cpu {ceiling['cpu_pct']}% ({ceiling['requests_per_poll']} requests/poll, errors {ceiling['errors']})  "
-        f"ratio {result['ratio_to_bare']}",
-        flush=True,
+    plc_bench(
+        "s7",
+        args.cpus,
+        args.points,
+        args.interval,
+        args.seconds,
+        write_config,
+        bare,
+        "bare_python_snap7",
+        "bare python-snap7",
+        "CPU",
     )
 
 

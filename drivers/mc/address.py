@@ -69,20 +69,24 @@ IO_POINTS = {"Q": 0x2000, "L": 0x2000, "iQ-R": 0x3000, "iQ-F": 1024}
 # what the request's device-number field holds: 3 bytes with the Q/L subcommands (binary), 6
 # digits in ASCII; 4 bytes / 8 digits with the iQ-R subcommands
 FIELD_MAX = {False: 0xFFFFFF, True: 0xFFFFFFFF}
+FIELD_DIGITS = {False: 6, True: 8}
 
-# words per value of each type on a word device
-TYPE_WORDS = {
-    "int8": 1,
-    "uint8": 1,
-    "int16": 1,
-    "uint16": 1,
-    "int32": 2,
-    "uint32": 2,
-    "float32": 2,
-    "int64": 4,
-    "uint64": 4,
-    "float64": 4,
-}
+
+def ascii_radix(dk: DeviceKind, plc: str) -> int:
+    """The radix of device numbers in ASCII requests: the manual's device table gives X, Y, B, W
+    and ZR in hexadecimal (X/Y octal on iQ-F, its SLMP manual), the others decimal."""
+    if dk.name in ("X", "Y"):
+        return 8 if plc == "iQ-F" else 16
+    return 16 if dk.name in ("B", "W", "ZR") else 10
+
+
+def number_limit(dk: DeviceKind, plc: str, iqr_subcommands: bool) -> int:
+    """The largest device number a request can carry in either code: the binary field's bytes,
+    and the ASCII field's digits in the device's ASCII radix (decimal D: 999999 with the Q/L
+    subcommands, 99999999 with the iQ-R ones)."""
+    digits = FIELD_DIGITS[iqr_subcommands]
+    return min(FIELD_MAX[iqr_subcommands], ascii_radix(dk, plc) ** digits - 1)
+
 
 _ADDR = re.compile(r"^(SM|SD|ZR|TN|CN|[XYMLFBDWR])([0-9A-F]+)(?:\.([0-9A-F]+))?$")
 
@@ -137,10 +141,9 @@ def parse_address(text: str, plc: str = "Q", iqr_subcommands: bool = False) -> M
     if name in ("X", "Y") and number >= IO_POINTS[plc]:
         last = format_device(name, IO_POINTS[plc] - 1, plc)
         raise AddressError(f"'{raw}': beyond the I/O of {plc} CPUs ({name}0 to {last})")
-    limit = FIELD_MAX[iqr_subcommands]
-    if number > limit or (radix == 10 and not iqr_subcommands and number > 999999):
-        top = 999999 if radix == 10 and not iqr_subcommands else limit
-        shown = format_device(name, top, plc)
+    limit = number_limit(kind, plc, iqr_subcommands)
+    if number > limit:
+        shown = format_device(name, limit, plc)
         raise AddressError(f"'{raw}': beyond what an MC request can address ({name}0 to {shown})")
     if bit is not None:
         if kind.bit:
@@ -202,14 +205,6 @@ def type_problem(addr: McAddress, type_: str, access: str) -> str | None:
             "high byte; use int16/uint16 to write"
         )
     return None
-
-
-def words_of(type_: str, length: int | None) -> int:
-    if type_ == "string":
-        return ((length or 0) + 1) // 2
-    if type_ == "bool":
-        return 1
-    return TYPE_WORDS[type_]
 
 
 def _a(noun: str) -> str:

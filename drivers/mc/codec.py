@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..base import INT_LIMITS, fit_integer
-from .address import DEVICES, DeviceKind
+from .address import DEVICES, DeviceKind, ascii_radix
 
 if TYPE_CHECKING:
     from .config import McConnection
@@ -36,27 +36,18 @@ CPU_MODEL = 0x0101
 
 HEADER = {"binary": 9, "ascii": 18}  # bytes up to and including the data length
 MAX_BATCH_WORDS = 960  # 0401/1401 in word units (SH-080008, number of points per communication)
-MAX_BATCH_BITS = {"binary": 7168, "ascii": 3584}  # 0401 in bit units through an Ethernet module
 MAX_RANDOM = {False: 192, True: 96}  # 0403: word + double-word access points (Q/L, iQ-R subcommands)
-MAX_RANDOM_BITS = {False: 188, True: 94}  # 1402 in bit units
 
-# end codes (SH-080008 and the Ethernet modules' manuals, "error codes" appendix); the text
-# is what a user reads in a point's reason
+# end codes (SH-080008 and the Ethernet modules' manuals, "error codes" appendix; C051H-C054H
+# share one meaning in the CPUs' built-in Ethernet port manuals); the text is what a user reads
+# in a point's reason. 4000H-4FFFH are errors the CPU module detects, listed in the CPU's own
+# manual rather than the MC protocol's: they are named by that range only.
 END_CODES = {
-    0x4000: "the CPU reports a serial communication or other error (4000H: check the CPU's diagnostics)",
-    0x4001: "the command is not supported by this CPU",
-    0x4002: "the command is not supported by this CPU",
-    0x4005: "the data volume is too large",
-    0x4010: "the CPU is running and the command needs STOP",
-    0x4013: "the CPU is running and the command needs STOP",
-    0x4030: "the device is not available on this CPU",
-    0x4031: "the device number is beyond the range set in the CPU's parameters",
-    0x4080: "a request data error (check the device and its number)",
     0xC050: "the module is set to ASCII code and received data it cannot convert (set code: ascii, or the module to binary)",
-    0xC051: "too many points for one request (word units)",
-    0xC052: "too many points for one request (bit units)",
-    0xC053: "too many points for one random request",
-    0xC054: "too many points for one random request",
+    0xC051: "the number of read or write points is outside the allowable range",
+    0xC052: "the number of read or write points is outside the allowable range",
+    0xC053: "the number of read or write points is outside the allowable range",
+    0xC054: "the number of read or write points is outside the allowable range",
     0xC055: "the write data does not match the number of points",
     0xC056: "request exceeds the maximum address",
     0xC058: "the request data length does not match the data",
@@ -70,25 +61,13 @@ END_CODES = {
     0xC070: "the device memory cannot be extended for this station",
     0xC0B5: "the CPU cannot handle the data specified",
 }
+CPU_ERROR = "4000H–4FFFH: error detected by the CPU module (see the CPU's error code list)"
 
 
 def end_code_reason(code: int) -> str:
     meaning = END_CODES.get(code)
-    if meaning is None and (code >> 8) in (
-        0x40,
-        0x41,
-        0x42,
-        0x43,
-        0x44,
-        0x45,
-        0x46,
-        0x47,
-        0x48,
-        0x49,
-        0x4A,
-        0x4B,
-    ):
-        meaning = "an error detected by the CPU (see the CPU's error code list)"
+    if meaning is None and 0x4000 <= code <= 0x4FFF:
+        meaning = CPU_ERROR
     return f"{code:04X}: {meaning or 'refused by the PLC (see the module manual’s error codes)'}"
 
 
@@ -327,14 +306,6 @@ def codec_for(c: McConnection) -> Codec:
     timeout, within the manual's recommended 0.25-10 s for the connected station."""
     timer = max(1, min(0x0028, int(c.timeout * 4 + 0.999)))
     return Codec(c.code, c.iqr(), c.plc, timer)
-
-
-def ascii_radix(dk: DeviceKind, plc: str) -> int:
-    """The radix of device numbers in ASCII requests: the manual's device table gives X, Y, B, W
-    and ZR in hexadecimal (X/Y octal on iQ-F, its SLMP manual), the others decimal."""
-    if dk.name in ("X", "Y"):
-        return 8 if plc == "iQ-F" else 16
-    return 16 if dk.name in ("B", "W", "ZR") else 10
 
 
 def _not_a_reply(header: bytes, code: str) -> str:

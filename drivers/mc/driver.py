@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import os
 import time
 from collections.abc import Sequence
@@ -25,6 +26,14 @@ from .planner import ReadRange, ReadRequest, plan_reads
 from .response import RangeDecoder
 
 RETRY_REFUSED = 10  # polls between tries of the points a PLC refused
+
+
+class Got(enum.Enum):
+    """What reading one point alone came to."""
+
+    READ = "read"  # the PLC answered with its value
+    REFUSED = "refused"  # the PLC answered with an end code
+    NOT_READ = "not read"  # no answer: timeout, malformed reply, lost connection
 
 
 @dataclass(slots=True)
@@ -269,13 +278,14 @@ class McDriver(DriverBase):
             if not self.connected:
                 values[i] = PointError("not read: the connection was lost")
                 continue
-            reason = await self._read_point(i, values)
-            if reason is not None:
+            outcome, reason = await self._read_point(i, values)
+            if outcome is Got.REFUSED:
                 refused[i] = reason
         return refused
 
-    async def _read_point(self, i: int, values: list[object]) -> str | None:
-        """One point read alone into values[i]; the end code's reason if the PLC refuses it."""
+    async def _read_point(self, i: int, values: list[object]) -> tuple[Got, str]:
+        """One point read alone into values[i] (a PointError unless read): whether the PLC
+        served it, refused it (the reason: its end code's meaning) or it was not read."""
         p = self.points[i]
         words = 1 if p.kind.bit else p.words
         try:
@@ -284,26 +294,26 @@ class McDriver(DriverBase):
         except EndCodeError as one:
             self.error_count += 1
             values[i] = PointError(str(one))
-            return str(one)
+            return Got.REFUSED, str(one)
         except Malformed as bad:
             self.error_count += 1
-            values[i] = PointError(f"malformed reply: {bad}")
+            reason = f"malformed reply: {bad}"
+            values[i] = PointError(reason)
             await self.close()
             await self._reopen_or_mark(len(self.requests), values, str(bad))
-            return None
+            return Got.NOT_READ, reason
         except (TimeoutError, OSError, asyncio.IncompleteReadError) as err:
             self.error_count += 1
-            values[i] = PointError(
-                "timeout" if isinstance(err, TimeoutError) else f"connection lost: {_short(err)}"
-            )
+            reason = "timeout" if isinstance(err, TimeoutError) else f"connection lost: {_short(err)}"
+            values[i] = PointError(reason)
             await self.close()
-            return None
+            return Got.NOT_READ, reason
         one_range = ReadRange(p.device, p.kind.bit, p.number, words, (0,))
         try:
             values[i] = RangeDecoder(one_range, [p]).decode(got)[0]
         except Exception as err:
             values[i] = PointError(f"malformed reply: {_short(err)}")
-        return None
+        return Got.READ, ""
 
     def _make_split(self, req: ReadRequest, refused: dict[int, str]) -> _Split:
         """The requests that read a refused request's other points (planned again without the
@@ -318,7 +328,8 @@ class McDriver(DriverBase):
     async def _read_split(self, n: int, values: list[object]) -> None:
         """A refused request's points: the others with their own requests, the refused ones
         marked with their reason, and tried alone again every RETRY_REFUSED polls (back to the
-        whole request once the PLC serves them all)."""
+        whole request once the PLC serves them all). A refused point not read on its retry (no
+        answer) stays refused: only the PLC serving it takes it back."""
         s = self._split[n]
         s.polls += 1
         for q, frame in s.frames:
@@ -336,15 +347,23 @@ class McDriver(DriverBase):
             for i, reason in s.refused.items():
                 values[i] = PointError(reason)
             return
-        still: dict[int, str] = {}
-        for i in s.refused:
-            why = await self._read_point(i, values)
-            if why is not None:
+        still: dict[int, str] = {}  # refused again, or not read (then refused as far as known)
+        for i, reason in s.refused.items():
+            if not self.connected:
+                values[i] = PointError("not read: the connection was lost")
+                still[i] = reason
+                continue
+            outcome, why = await self._read_point(i, values)
+            if outcome is Got.REFUSED:
                 still[i] = why
-        if still:
-            s.refused = still
-        else:
+            elif outcome is Got.NOT_READ:
+                still[i] = reason
+        if not still:
             del self._split[n]
+        elif len(still) < len(s.refused):  # the points served now join the others' requests
+            self._split[n] = self._make_split(self.requests[n], still)
+        else:
+            s.refused = still
 
     # ---- writing ----
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import struct
 import time
 from array import array
@@ -98,6 +97,11 @@ MODEL = {
 }
 
 C050, C056, C059, C05C, C061 = 0xC050, 0xC056, 0xC059, 0xC05C, 0xC061
+# C051H-C054H: "the number of read or write points is outside the allowable range", one meaning
+# for the four in the manual, not which command gets which: the simulator answers C051 for all
+POINTS_OUT_OF_RANGE = 0xC051
+# what the `garbage` fault answers: not a 3E reply in either code (no D0 00, no "D000")
+GARBAGE = b"not a 3E reply, garbage!"
 
 
 class Refused(Exception):
@@ -331,7 +335,7 @@ class McServer:
                 if not dk.bit:
                     raise Refused(C05C)
                 if count > (7168 if binary else 3584):
-                    raise Refused(0xC052)
+                    raise Refused(POINTS_OUT_OF_RANGE)
                 mem = self._check(dk, start, count)
                 bits = list(mem[start : start + count])
                 if binary:
@@ -339,7 +343,7 @@ class McServer:
                     return bytes(bits[i] << 4 | bits[i + 1] for i in range(0, len(bits), 2))
                 return "".join(str(b) for b in bits).encode()
             if count > 960:
-                raise Refused(0xC051)
+                raise Refused(POINTS_OUT_OF_RANGE)
             words = self._words(dk, start, count)
             return (
                 struct.pack(f"<{count}H", *words) if binary else "".join(f"{w:04X}" for w in words).encode()
@@ -347,7 +351,7 @@ class McServer:
         if cmd == RANDOM_READ and sub & ~2 == 0:
             m, n = f.u8(), f.u8()
             if m + n > (96 if iqr else 192) or m + n == 0:
-                raise Refused(0xC054)
+                raise Refused(POINTS_OUT_OF_RANGE)
             devs = [f.device() for _ in range(m + n)]
             plc.refresh()
             ws = [self._words(dk, s, 1)[0] for dk, s in devs[:m]]
@@ -461,7 +465,7 @@ class McSimulator:
                 if mode == "drop":
                     return
                 if mode == "garbage":
-                    writer.write(os.urandom(24))
+                    writer.write(GARBAGE)
                     await writer.drain()
                     continue
                 if code != plc.code:

@@ -1,7 +1,8 @@
 """The MC driver against the plugin's simulator over real TCP on loopback: every device kind
 and type decoded exactly (binary and ASCII, Q/L and iQ-R subcommands, octal X on iQ-F),
-writes landing in the simulator's memory, a refused range retried point by point, a PLC that
-restarts, one that hangs, one that sends garbage."""
+writes landing in the simulator's memory, a refused range retried point by point (a refused
+point not answered on its retry stays refused), a PLC that restarts, one that hangs, one that
+sends garbage."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from typing import Any
 
 import pytest
 from edgegw.drivers.base import DeviceUnreachable, PointError, WriteFailed, WriteTimeout
+from edgegw.drivers.mc.address import DEVICES
+from edgegw.drivers.mc.codec import parse_request
 from edgegw.drivers.mc.driver import RETRY_REFUSED, McDriver
 from edgegw.drivers.mc.simulator import McSimulator
 from edgegw.drivers.registry import plugin_for
@@ -237,11 +240,48 @@ def test_a_refused_range_is_read_point_by_point(tmp_path: Path) -> None:
     with_plc(tmp_path, job)
 
 
+def test_a_refused_point_not_answered_on_its_retry_stays_refused(tmp_path: Path) -> None:
+    points = """
+      - {id: near, type: int16, mc: {address: D248}}
+      - {id: far,  type: int16, mc: {address: D252}}
+"""
+
+    async def job(d: McDriver, sim: McSimulator) -> None:
+        assert len(d.requests) == 1  # D248-D252, one batch read
+        sim.plc.set_fault(Fault("refuse", code=250))  # the CPU's ranges end at 250: D252 is refused
+        near, far = await d.read()  # refused, then read point by point: D252 refused alone too
+        refused = "C056: request exceeds the maximum address"
+        assert not isinstance(near, PointError) and isinstance(far, PointError) and far.reason == refused
+        alone = parse_request(d.codec.batch_read(DEVICES["D"], 252, 1))
+        answer = sim.server.answer
+
+        def no_answer_for_far_alone(code: str, cmd: int, sub: int, rest: bytes) -> bytes:
+            if (code, cmd, sub, rest) == alone:
+                return b""  # from now on D252 read alone is never answered: it times out
+            return answer(code, cmd, sub, rest)
+
+        sim.server.answer = no_answer_for_far_alone  # type: ignore[method-assign]
+        for _ in range(RETRY_REFUSED - 1):
+            near, far = await d.read()
+            assert isinstance(far, PointError) and far.reason == refused
+        near, far = await d.read()  # D252 tried alone again: no answer
+        assert not isinstance(near, PointError)
+        assert isinstance(far, PointError) and far.reason == "timeout"
+        assert d._split  # not read is not served: D252 is still known refused
+        sent = d.request_count
+        near, far = await d.read()
+        assert d.request_count - sent == 1  # D248 alone: neither the refused request nor D252 alone
+        assert not isinstance(near, PointError)
+        assert isinstance(far, PointError) and far.reason == refused
+
+    with_plc(tmp_path, job, timeout="300ms", points=points)
+
+
 def test_a_restarting_plc_is_unreachable_then_read_again(tmp_path: Path) -> None:
     async def job(d: McDriver, sim: McSimulator) -> None:
         await d.read()
         sim.plc.set_fault(Fault("restart", delay=0.6))
-        await asyncio.sleep(0.05)
+        await asyncio.gather(*sim._tasks)  # gone: its connections closed, its port shut
         with pytest.raises(DeviceUnreachable, match="lost"):
             await d.read()
         with pytest.raises(DeviceUnreachable, match="connection refused"):

@@ -17,7 +17,15 @@ import contextlib
 import struct
 
 import pytest
-from edgegw.drivers.mc.address import DEVICES, AddressError, McAddress, parse_address, type_problem
+from edgegw.drivers.mc.address import (
+    DEVICES,
+    PLC_KINDS,
+    AddressError,
+    McAddress,
+    number_limit,
+    parse_address,
+    type_problem,
+)
 from edgegw.drivers.mc.codec import (
     Codec,
     EncodeError,
@@ -113,11 +121,18 @@ def test_an_end_code_is_named() -> None:
     reply = h("D0 00 00 FF FF 03 00 0B 00 51 C0 00 FF FF 03 00 01 04 00 00")
     with pytest.raises(EndCodeError) as err:
         BIN.payload(reply[9:])
-    assert err.value.code == 0xC051 and str(err.value).startswith("C051: too many points")
+    assert err.value.code == 0xC051
+    assert str(err.value) == "C051: the number of read or write points is outside the allowable range"
     with pytest.raises(EndCodeError, match="C051"):
         ASC.payload(b"D00000FF03FF000016C05100FF03FF0004010000"[18:])
     assert end_code_reason(0xC056) == "C056: request exceeds the maximum address"
     assert end_code_reason(0xC0FF).startswith("C0FF: refused by the PLC")
+    for code in (0xC052, 0xC053, 0xC054):  # C051H-C054H: one meaning in the manual
+        assert end_code_reason(code)[6:] == end_code_reason(0xC051)[6:]
+    for code in (0x4000, 0x4031, 0x4FFF):  # the CPU's own error codes: named by their range
+        assert end_code_reason(code) == (
+            f"{code:04X}: 4000H–4FFFH: error detected by the CPU module (see the CPU's error code list)"
+        )
 
 
 def test_the_wrong_code_is_named() -> None:
@@ -274,6 +289,24 @@ def test_address_errors(text: str, plc: str, message: str) -> None:
         AddressError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")
     ):
         parse_address(text, plc)
+
+
+def test_device_numbers_fit_the_request_field() -> None:
+    # iQ-R subcommands: 4 bytes in binary, 8 digits in ASCII (decimal devices: D0-D99999999)
+    assert parse_address("D99999999", "iQ-R", True).number == 99_999_999
+    with pytest.raises(AddressError, match=r"beyond what an MC request can address \(D0 to D99999999\)"):
+        parse_address("D100000000", "iQ-R", True)
+    assert parse_address("WFFFFFFFF", "iQ-R", True).number == 0xFFFFFFFF
+    # ZR is written in decimal but travels in hexadecimal in ASCII frames: 6 hex digits on Q/L
+    assert parse_address("ZR16777215", "Q").number == 0xFFFFFF
+    with pytest.raises(AddressError, match=r"ZR0 to ZR16777215"):
+        parse_address("ZR16777216", "Q")
+    for plc in PLC_KINDS:
+        for iqr in (False, True):
+            for dk in DEVICES.values():
+                top = number_limit(dk, plc, iqr)
+                assert len(Codec("ascii", iqr, plc).ascii_device(dk, top)) == (12 if iqr else 8)
+                Codec("binary", iqr, plc).batch_read(dk, top, 1)  # fits the binary field
 
 
 def test_types_fit_devices() -> None:
