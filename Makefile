@@ -38,6 +38,8 @@ bench-more: setup
 	$(BIN)/python bench/s7.py --cpus 40 --points 200 --interval 50ms --seconds 20
 	$(BIN)/python bench/sparkplug.py --devices 200 --points 100 --interval 200ms --seconds 20
 	$(BIN)/python bench/opcua_server.py --devices 100 --points 100 --interval 1s --seconds 30
+	$(BIN)/python bench/dlt645.py --meters 4 --points 8 --baud 9600 --seconds 20
+	$(BIN)/python bench/dlt645.py --meters 4 --points 8 --baud 9600 --turnaround 0 --seconds 20
 
 # not a timed test: 10 s at 10,000 values/s through store-and-forward, failing only on lost values
 bench-smoke: setup

@@ -12,6 +12,8 @@ from functools import cache
 from .plugin import ProtocolPlugin
 
 PLUGINS = (
+    "edgegw.drivers.dlt645.plugin",
+    "edgegw.drivers.mc.plugin",
     "edgegw.drivers.modbus.plugin",
     "edgegw.drivers.opcua.plugin",
     "edgegw.drivers.s7.plugin",

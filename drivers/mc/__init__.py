@@ -1,0 +1,1 @@
+"""Mitsubishi MELSEC over the MC protocol (3E frame)."""
