@@ -25,6 +25,7 @@ from edgegw.identifier.registrar import Registrar
 from edgegw.identifier.rules import RuleSet, engineering
 
 from . import __version__, logs, systemd
+from .computed import Board, Computer
 from .config import ConfigError, LoadedConfig, load_config
 from .config.checks import ResolvedDevice
 from .durable_queue import DurableQueue, QueueUnavailable
@@ -75,6 +76,7 @@ class Gateway:
         self.sinks: dict[str, Sink] = {}  # by their key under northbound:, in SINKS order
         self.registrar: Registrar | None = None
         self.api: Any = None  # gateway.api.ApiServer, imported only when configured
+        self.board = Board()  # the latest values of points that other devices' expressions name
         self.samples = 0
         self.point_values = 0
         self.stopping = asyncio.Event()
@@ -84,7 +86,14 @@ class Gateway:
         self._index: dict[str, ResolvedDevice] = {}
         self._index_of: LoadedConfig | None = None
 
+    def _computer(self, loaded: LoadedConfig, resolved: ResolvedDevice) -> Computer | None:
+        if len(resolved.read_points) == len(resolved.points):
+            return None
+        devices = [d.id for d in loaded.config.devices]
+        return Computer(loaded.config.devices[resolved.index].id, resolved.points, devices, self.board)
+
     def _emit(self, sample: Sample) -> None:
+        self.board.put(sample.device, sample.readings, sample.ts)
         self.samples += 1
         self.point_values += len(sample.readings)
         for sink in self.sinks.values():
@@ -251,8 +260,10 @@ class Gateway:
         group = PollGroup(dev.id, dev.poll.interval, dev.poll.backoff_max, dev.poll.offline_after)
         runner = DeviceRunner(
             group,
-            plugin_for(dev.protocol).build_driver(loaded, dev, resolved.points, resolved.plan),
-            Normaliser(resolved.points, dev.publish, dev.heartbeat, resolved.shared),
+            plugin_for(dev.protocol).build_driver(loaded, dev, resolved.read_points, resolved.plan),
+            Normaliser(
+                resolved.points, dev.publish, dev.heartbeat, resolved.shared, self._computer(loaded, resolved)
+            ),
             self._emit,
             self._status,
         )
