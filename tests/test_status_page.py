@@ -1,5 +1,7 @@
 """The status page in a real headless browser (Debian's chromium + chromedriver via Selenium)
-against the running gateway: live values appear and change, devices, queues and identifier
+against the running gateway: live values appear and change at the point's resolution, each
+numeric point draws its trend from the gateway's history, a click opens the larger chart with
+the unit and the range band, device health is shown, devices, queues and identifier
 registrations are shown, the labels switch between English and Chinese; when reads need the
 token, the page signs in once and reads by session cookie, keeping no token anywhere.
 
@@ -8,6 +10,7 @@ Set EDGEGW_SCREENSHOTS=<dir> to keep the screenshots (the README's come from thi
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -63,6 +66,20 @@ def _cell(browser: WebDriver, device: str, point: str) -> str:
     return _text(browser, f"#dev-{device} tr[data-point={point}] td[data-v]")
 
 
+def _spark(browser: WebDriver, device: str, point: str) -> tuple[int, int]:
+    """(samples drawn, pixels painted) of a point's sparkline."""
+    got = browser.execute_script(
+        """const c = document.querySelector(arguments[0]);
+        if (!c) return [0, 0];
+        const px = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+        let painted = 0;
+        for (let i = 3; i < px.length; i += 4) if (px[i] > 0) painted++;
+        return [Number(c.dataset.n || 0), painted];""",
+        f"#dev-{device} tr[data-point={point}] canvas",
+    )
+    return int(got[0]), int(got[1])
+
+
 def _shot(browser: WebDriver, name: str, tmp: Path) -> None:
     browser.save_screenshot(str(tmp / name))
     keep = os.environ.get("EDGEGW_SCREENSHOTS")
@@ -80,6 +97,23 @@ def test_status_page_shows_live_values(api_plant: ApiPlant, browser: WebDriver, 
     assert first
     before = _cell(browser, "im-a", "barrel_temp_1")
     wait_for(lambda: _cell(browser, "im-a", "barrel_temp_1") != before, 15, "the value changing")
+    # values at the point's resolution: an int16 scaled by 0.1 shows one decimal, a counter none,
+    # a float32 over [0, 2500] bar whole bars (not seven digits)
+    assert re.fullmatch(r"\d+\.\d", _cell(browser, "im-a", "barrel_temp_1")), _cell(
+        browser, "im-a", "barrel_temp_1"
+    )
+    assert re.fullmatch(r"\d+", _cell(browser, "im-a", "injection_pressure")), _cell(
+        browser, "im-a", "injection_pressure"
+    )
+    # a trend draws from the gateway's history, and grows
+    wait_for(lambda: _spark(browser, "im-a", "barrel_temp_1")[0] >= 3, 15, "a trend of 3 samples")
+    n, painted = _spark(browser, "im-a", "barrel_temp_1")
+    assert painted > 20, painted
+    wait_for(lambda: _spark(browser, "im-a", "barrel_temp_1")[0] > n, 10, "the trend growing")
+    assert not browser.find_elements(By.CSS_SELECTOR, "#dev-im-a tr[data-point=product_serial] canvas")
+    # device health: poll latency, overruns, failed polls
+    health = _text(browser, "#dev-im-a .health")
+    assert "poll" in health and "ms" in health and "overruns" in health and "failed polls" in health, health
     # the values shown are the gateway's
     shown = float(_cell(browser, "im-a", "shot_count"))
     api = p.get("/api/v1/devices/im-a/points").json()["points"]["shot_count"]["v"]
@@ -92,6 +126,20 @@ def test_status_page_shows_live_values(api_plant: ApiPlant, browser: WebDriver, 
     wait_for(lambda: f"{PREFIX}/{serial}" in _text(browser, "#ids"), 15, "the registration")
     assert "live" in _text(browser, "#live")
     _shot(browser, "status-page.png", tmp_path)
+
+    # a click on a point opens the larger chart: name, unit, the range as a band
+    browser.find_element(By.CSS_SELECTOR, "#dev-im-a tr[data-point=barrel_temp_1]").click()
+    wait_for(lambda: browser.find_element(By.ID, "chart-box").is_displayed(), 5, "the chart")
+    assert "Barrel temperature zone 1 (°C)" in _text(browser, "#chart-title")
+    assert _text(browser, "#chart-range") == "range 0.0 – 400.0 °C"
+    wait_for(
+        lambda: browser.find_element(By.ID, "chart-box").get_attribute("data-band") == "0,400", 5, "the band"
+    )
+    assert int(browser.find_element(By.ID, "chart-box").get_attribute("data-n") or 0) >= 3
+    assert browser.find_elements(By.CSS_SELECTOR, "#chart .uplot canvas")
+    _shot(browser, "status-page-chart.png", tmp_path)
+    browser.find_element(By.ID, "chart-close").click()
+    assert not browser.find_element(By.ID, "chart-box").is_displayed()
 
     # Chinese labels, and the choice survives a reload of the page
     browser.find_element(By.ID, "lang").click()
