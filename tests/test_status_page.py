@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,12 +81,58 @@ def _spark(browser: WebDriver, device: str, point: str) -> tuple[int, int]:
     return int(got[0]), int(got[1])
 
 
+ALARM = """    alarms:
+      - id: hot_barrel
+        when: "barrel_temp_1 > -1"
+        severity: high
+        message: {en: "Barrel zone 1 over temperature", zh: "料筒1区超温"}
+"""
+
+
+def _with_alarm(p: ApiPlant) -> None:
+    """Reload the plant with an alarm on im-a that holds at once."""
+    text = p.config.read_text()
+    poll = "    poll: {interval: 200ms, backoff_max: 1s}\n"
+    assert text.count(poll) == 1
+    p.config.write_text(text.replace(poll, poll + ALARM))
+    before = p.gw.output().count("config reloaded")
+    os.kill(p.gw.pid, signal.SIGHUP)
+    wait_for(lambda: p.gw.output().count("config reloaded") > before, 10, "the reload")
+
+
 def _shot(browser: WebDriver, name: str, tmp: Path) -> None:
     browser.save_screenshot(str(tmp / name))
     keep = os.environ.get("EDGEGW_SCREENSHOTS")
     if keep:
         Path(keep).mkdir(parents=True, exist_ok=True)
         shutil.copy(tmp / name, Path(keep) / name)
+
+
+def _open_chart_and_switch_language(browser: WebDriver, tmp_path: Path) -> None:
+    # a click on a point opens the larger chart: name, unit, the range as a band
+    browser.find_element(By.CSS_SELECTOR, "#dev-im-a tr[data-point=barrel_temp_1]").click()
+    wait_for(lambda: browser.find_element(By.ID, "chart-box").is_displayed(), 5, "the chart")
+    assert "Barrel temperature zone 1 (°C)" in _text(browser, "#chart-title")
+    assert _text(browser, "#chart-range") == "range 0.0 – 400.0 °C"
+    wait_for(
+        lambda: browser.find_element(By.ID, "chart-box").get_attribute("data-band") == "0,400", 5, "the band"
+    )
+    assert int(browser.find_element(By.ID, "chart-box").get_attribute("data-n") or 0) >= 3
+    assert browser.find_elements(By.CSS_SELECTOR, "#chart .uplot canvas")
+    _shot(browser, "status-page-chart.png", tmp_path)
+    browser.find_element(By.ID, "chart-close").click()
+    assert not browser.find_element(By.ID, "chart-box").is_displayed()
+
+    # Chinese labels, and the choice survives a reload of the page
+    browser.find_element(By.ID, "lang").click()
+    wait_for(lambda: "缓存队列" in _text(browser, "body"), 5, "Chinese labels")
+    body = _text(browser, "body")
+    assert "料筒温度1区" in body and "最近的标识注册" in body and "在线" in body
+    browser.refresh()
+    wait_for(lambda: "料筒温度1区" in _text(browser, "body"), 15, "Chinese after reload")
+    wait_for(lambda: "料筒1区超温" in _text(browser, "#alarms"), 10, "the alarm in Chinese")
+    assert "已确认" in _text(browser, "#alarms")
+    _shot(browser, "status-page.zh.png", tmp_path)
 
 
 def test_status_page_shows_live_values(api_plant: ApiPlant, browser: WebDriver, tmp_path: Path) -> None:
@@ -125,30 +172,33 @@ def test_status_page_shows_live_values(api_plant: ApiPlant, browser: WebDriver, 
     assert "Queues" in page and "Recent identifier registrations" in page
     wait_for(lambda: f"{PREFIX}/{serial}" in _text(browser, "#ids"), 15, "the registration")
     assert "live" in _text(browser, "#live")
-    _shot(browser, "status-page.png", tmp_path)
 
-    # a click on a point opens the larger chart: name, unit, the range as a band
-    browser.find_element(By.CSS_SELECTOR, "#dev-im-a tr[data-point=barrel_temp_1]").click()
-    wait_for(lambda: browser.find_element(By.ID, "chart-box").is_displayed(), 5, "the chart")
-    assert "Barrel temperature zone 1 (°C)" in _text(browser, "#chart-title")
-    assert _text(browser, "#chart-range") == "range 0.0 – 400.0 °C"
-    wait_for(
-        lambda: browser.find_element(By.ID, "chart-box").get_attribute("data-band") == "0,400", 5, "the band"
-    )
-    assert int(browser.find_element(By.ID, "chart-box").get_attribute("data-n") or 0) >= 3
-    assert browser.find_elements(By.CSS_SELECTOR, "#chart .uplot canvas")
-    _shot(browser, "status-page-chart.png", tmp_path)
-    browser.find_element(By.ID, "chart-close").click()
-    assert not browser.find_element(By.ID, "chart-box").is_displayed()
-
-    # Chinese labels, and the choice survives a reload of the page
-    browser.find_element(By.ID, "lang").click()
-    wait_for(lambda: "缓存队列" in _text(browser, "body"), 5, "Chinese labels")
-    body = _text(browser, "body")
-    assert "料筒温度1区" in body and "最近的标识注册" in body and "在线" in body
-    browser.refresh()
-    wait_for(lambda: "料筒温度1区" in _text(browser, "body"), 15, "Chinese after reload")
-    _shot(browser, "status-page.zh.png", tmp_path)
+    # an alarm appears in the list and is acknowledged from the page, with the token
+    assert browser.find_element(By.ID, "alarms-card").is_displayed()
+    assert "no active alarms" in _text(browser, "#alarms")
+    _with_alarm(p)
+    try:
+        row = "#alarms tr[data-alarm='im-a/hot_barrel']"
+        wait_for(lambda: "Barrel zone 1 over temperature" in _text(browser, row), 15, "the alarm")
+        assert "high" in _text(browser, row) and "1 active alarm" in _text(browser, "#alarm-count")
+        _shot(browser, "status-page.png", tmp_path)
+        browser.find_element(By.CSS_SELECTOR, f"{row} button.ack").click()
+        wait_for(lambda: browser.find_element(By.ID, "ack-box").is_displayed(), 5, "the token prompt")
+        browser.find_element(By.ID, "ack-token").send_keys("wrong-token")
+        browser.find_element(By.ID, "ack-go").click()
+        wait_for(lambda: "not valid" in _text(browser, "#ack-err"), 5, "the wrong token refused")
+        assert p.get("/api/v1/alarms").json()[0]["acked"] is False
+        browser.find_element(By.ID, "ack-token").send_keys(TOKEN)
+        browser.find_element(By.ID, "ack-go").click()
+        wait_for(lambda: "acknowledged" in _text(browser, row), 10, "the alarm acknowledged")
+        assert not browser.find_element(By.ID, "ack-box").is_displayed()
+        [alarm] = p.get("/api/v1/alarms").json()
+        assert alarm["device"] == "im-a" and alarm["acked"] is True and alarm["acked_at"]
+        assert TOKEN not in browser.execute_script("return JSON.stringify([sessionStorage, localStorage])")
+        _open_chart_and_switch_language(browser, tmp_path)
+    finally:
+        p.reload()
+    wait_for(lambda: "料筒1区超温" not in _text(browser, "#alarms"), 15, "the alarm gone with its config")
     browser.find_element(By.ID, "lang").click()
 
     # a device that stops answering turns offline on the page, with its error
@@ -159,7 +209,8 @@ def test_status_page_shows_live_values(api_plant: ApiPlant, browser: WebDriver, 
     finally:
         p.fault("em-c", None)
     wait_for(lambda: "online" in _text(browser, "#dev-em-c h2"), 20, "online again")
-    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    refused = "/ack - Failed to load resource: the server responded with a status of 403"  # the wrong token
+    errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE" and refused not in e["message"]]
     assert not errors, errors
 
 
