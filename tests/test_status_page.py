@@ -9,6 +9,7 @@ Set EDGEGW_SCREENSHOTS=<dir> to keep the screenshots (the README's come from thi
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -16,9 +17,16 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
+import httpx
 import pytest
 from api_plant import PREFIX, TOKEN, ApiPlant
+from edgegw.gateway.api.feed import changes
+from edgegw.gateway.api.history import MAX_BYTES, History, decimals
+from edgegw.gateway.dictionary import DictionaryEntry
+from edgegw.gateway.normalise import Reading
 from harness import wait_for
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -240,3 +248,130 @@ def test_status_page_signs_in_and_keeps_no_token(api_plant: ApiPlant, browser: W
         assert urls and not any(TOKEN in u or "access_token" in u for u in urls), urls
     finally:
         p.reload()
+
+
+# ---- the history behind the trends, and the page's live feed (no browser) ----
+
+
+def _fake_gateway(devices: int, points: int) -> Any:
+    entries = [
+        DictionaryEntry(id=f"p{i:03d}", type="int16", scale=0.1, range=(0.0, 400.0)) for i in range(points)
+    ]
+    entries.append(DictionaryEntry(id="name", type="string"))
+    ids = [f"dev-{d:04d}" for d in range(devices)]
+    gw = SimpleNamespace(
+        loaded=SimpleNamespace(devices=[SimpleNamespace(index=d, points=entries) for d in range(devices)]),
+        cfg=SimpleNamespace(devices=[SimpleNamespace(id=i) for i in ids]),
+        runners={},
+    )
+    for i in ids:
+        gw.runners[i] = SimpleNamespace(latest=[Reading(e.id, 0.0, "good") for e in entries])
+    return gw
+
+
+def test_history_stays_bounded_at_1000_devices_x_100_points() -> None:
+    gw = _fake_gateway(1000, 100)
+    h = History(gw)
+    started = time.perf_counter()
+    h.tick(1000.0)
+    took = time.perf_counter() - started
+    assert h.points == 100_000  # the string point has no trend
+    assert h.samples == MAX_BYTES // (4 * 100_000) == 83
+    assert h.nbytes <= MAX_BYTES + 8 * h.samples
+    assert h.step == pytest.approx(300 / 83) and h.step * h.samples == pytest.approx(300)
+    assert took < 1.0, took  # one pass over 100,000 points, every 3.6 s
+    # a reload with the same devices keeps their trends
+    gw.loaded = SimpleNamespace(devices=list(gw.loaded.devices))
+    h.tick(2000.0)
+    assert h.filled == 2 and h.series("dev-0999")["ts"] == [1000, 2000]
+
+
+def test_history_ring_wraps_and_marks_bad_readings() -> None:
+    gw = _fake_gateway(3, 2)
+    h = History(gw, max_bytes=4 * 6 * 10, max_samples=10, min_samples=4)  # 6 points x 10 samples
+    assert (h.samples, h.step) == (0, 1.0)
+    for k in range(25):
+        latest = gw.runners["dev-0001"].latest
+        latest[0] = Reading("p000", 100.0 + k + 0.04, "good")
+        latest[1] = (
+            Reading("p001", None, "bad", "timeout") if k % 2 else Reading("p001", float(k), "uncertain")
+        )
+        h.tick(1000.0 * k)
+    assert h.samples == 10 and h.step == 30.0  # the window still 300 s
+    s = h.series("dev-0001")
+    assert s["ts"] == [1000 * k for k in range(15, 25)]
+    assert s["points"]["p000"] == [round(100.04 + k, 2) for k in range(15, 25)]
+    assert s["points"]["p001"] == [None if k % 2 else float(k) for k in range(15, 25)]
+    assert h.series("dev-0001", since=22000)["ts"] == [23000, 24000]
+    assert h.series("nope") == {"ts": [], "points": {}}
+    # beyond the byte budget even at min_samples: devices left out, and said so
+    small = History(_fake_gateway(3, 2), max_bytes=4 * 2 * 4, max_samples=10, min_samples=4)
+    small.tick(0.0)
+    assert list(small.devices) == ["dev-0000"] and small.describe()["without_history"] == [
+        "dev-0001",
+        "dev-0002",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kind", "scale", "rng", "places"),
+    [
+        ("int16", 0.1, None, 1),
+        ("uint32", 1.0, None, 0),
+        ("int32", 0.01, (0.0, 100.0), 2),
+        ("float32", 1.0, (0.0, 2500.0), 0),
+        ("float32", 1.0, (5.0, 120.0), 1),
+        ("float64", 1.0, (-1.0, 1.0), 3),
+        ("float32", 1.0, None, None),
+        ("string", 1.0, None, None),
+    ],
+)
+def test_values_are_shown_at_the_points_resolution(
+    kind: str, scale: float, rng: tuple[float, float] | None, places: int | None
+) -> None:
+    assert decimals(DictionaryEntry(id="x", type=kind, scale=scale, range=rng)) == places
+
+
+def test_feed_changes_carry_only_what_changed() -> None:
+    a = {"state": "online", "id": "a"}
+    old = {"summary": {"n": 1}, "devices": {"a": a, "b": {"id": "b"}, "c": {"id": "c"}}, "identifiers": []}
+    new = {"summary": {"n": 2}, "devices": {"a": a, "c": {"id": "c", "last_error": "x"}}, "identifiers": []}
+    assert changes(old, new) == {
+        "summary": {"n": 2},
+        "devices": [{"id": "c", "last_error": "x"}],
+        "removed": ["b"],
+        "order": ["a", "c"],
+    }
+    assert changes(new, new) == {"summary": {"n": 2}, "devices": []}
+
+
+def test_delta_feed_and_view_of_the_devices_on_screen(api_plant: ApiPlant) -> None:
+    p = api_plant
+    events: list[tuple[str, dict[str, Any]]] = []
+    with httpx.stream("GET", p.base + "/api/v1/events?mode=delta", timeout=10) as r:
+        kind = ""
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                events.append((kind, json.loads(line[6:])))
+                if len(events) == 3:
+                    break
+    (k0, state), (k1, _), (k2, d2) = events
+    assert (k0, k1, k2) == ("state", "delta", "delta")
+    assert [d["id"] for d in state["devices"]] == ["im-a", "em-c"] and state["alarms"] is True
+    assert "values" not in state["devices"][0] and state["history"]["step_s"] == 1.0
+    # a device whose health did not change is not sent again, nor are the identifiers
+    assert d2["devices"] == [] and "identifiers" not in d2 and d2["summary"]["samples"] > 0
+    v = p.get("/api/v1/view", params={"devices": "im-a,nope", "meta": "true"}).json()
+    [dev] = v["devices"]
+    assert dev["id"] == "im-a" and dev["counters"]["polls"] > 0
+    assert dev["values"]["barrel_temp_1"]["decimals"] == 1 and dev["values"]["barrel_temp_1"]["unit"] == "CEL"
+    h = dev["history"]
+    assert len(h["ts"]) >= 2 and all(len(h["points"][k]) == len(h["ts"]) for k in h["points"])
+    assert "product_serial" not in h["points"] and "barrel_temp_1" in h["points"]
+    newer = p.get("/api/v1/view", params={"devices": "im-a", "since": h["ts"][-1]}).json()["devices"][0]
+    assert (
+        all(ts > h["ts"][-1] for ts in newer["history"]["ts"])
+        and "unit" not in newer["values"]["barrel_temp_1"]
+    )

@@ -5,9 +5,9 @@ goes into a ring shared by all devices: one timestamp ring, and per device one f
 holding each of its numeric points' rings. Memory is fixed when the layout is made and never
 grows: `samples` per point is what fits MAX_BYTES, between MIN_SAMPLES and MAX_SAMPLES, and the
 step widens so that the ring still covers WINDOW seconds. At 1,000 devices x 100 points that is
-83 samples a point, one every 3.6 s, 32 MiB; a gateway with 30,000 points or fewer keeps 300
+83 samples a point, one every 3.6 s, 32 MiB; a gateway with about 28,000 points or fewer keeps 300
 samples a second apart (5 minutes at 1 s). Points beyond MAX_BYTES even at MIN_SAMPLES (more
-than 140,000) get no history, and the page says so.
+than about 140,000) get no history, and the page says so.
 
 The history is read from the devices' latest readings (what the API and the page show anyway),
 so it costs nothing per poll: one pass over the numeric points per step.
@@ -42,7 +42,7 @@ NAN = math.nan
 
 def decimals(e: DictionaryEntry) -> int | None:
     """The point's resolution as decimals to show: an integer register scaled by 0.1 has one,
-    an unscaled integer none; a float has what its range calls for (3 significant digits of
+    an unscaled integer none; a float has what its range calls for (4 significant digits of
     the span), or None (the page shows 5 significant digits) without a range."""
     if e.type not in _NUMERIC:
         return None
@@ -52,7 +52,7 @@ def decimals(e: DictionaryEntry) -> int | None:
         span = abs(e.range[1] - e.range[0])
         if span <= 0:
             return None
-        return max(0, min(6, 2 - math.floor(math.log10(span))))
+        return max(0, min(6, 3 - math.floor(math.log10(span))))
     return max(_places(e.scale), _places(e.offset))
 
 
@@ -165,7 +165,7 @@ class History:
                 cls = v.__class__
                 values[slot] = v if (cls is float or cls is int) and r.q != "bad" else NAN
                 slot += n
-        self.ts[head] = time.time() * 1000 if now_ms is None else now_ms
+        self.ts[head] = time.time_ns() // 1_000_000 if now_ms is None else now_ms  # whole ms, as sent
         self.head = (head + 1) % n
         self.filled = min(self.filled + 1, n)
         self.ticks += 1
