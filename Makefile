@@ -31,7 +31,7 @@ $(BIN)/edgegw: pyproject.toml
 bench: setup
 	$(BIN)/python bench/run.py --all --seconds 20
 
-# the S7 scenarios (gateway against a bare python-snap7 client) and Sparkplug B as the only sink
+# the S7, MC and DL/T 645 scenarios (gateway against a bare client or the line), Sparkplug B and the OPC UA server as the only sink
 bench-more: setup
 	$(BIN)/python bench/s7.py --cpus 100 --points 100 --interval 1s --seconds 20
 	$(BIN)/python bench/s7.py --cpus 20 --points 200 --interval 100ms --seconds 20
@@ -40,6 +40,9 @@ bench-more: setup
 	$(BIN)/python bench/opcua_server.py --devices 100 --points 100 --interval 1s --seconds 30
 	$(BIN)/python bench/dlt645.py --meters 4 --points 8 --baud 9600 --seconds 20
 	$(BIN)/python bench/dlt645.py --meters 4 --points 8 --baud 9600 --turnaround 0 --seconds 20
+	$(BIN)/python bench/mc.py --plcs 100 --points 100 --interval 1s --seconds 20
+	$(BIN)/python bench/mc.py --plcs 20 --points 200 --interval 100ms --seconds 20
+	$(BIN)/python bench/mc.py --plcs 40 --points 200 --interval 50ms --seconds 20
 
 # not a timed test: 10 s at 10,000 values/s through store-and-forward, failing only on lost values
 bench-smoke: setup

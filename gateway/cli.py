@@ -142,11 +142,19 @@ def cmd_simulate(args: argparse.Namespace) -> int:
             return 2
         user, _, password = args.user.partition(":")
         args.prefix = args.prefix or ["88.118.8"]
+        apps = {}
+        for spec_ in args.app:
+            handle, eq, key = spec_.partition("=")
+            if not eq or not handle or not key:
+                print(f"edgegw: --app {spec_!r}: write APP_HANDLE=KEY.pem", file=sys.stderr)
+                return 2
+            apps[handle] = Path(key)
         spec = runner.IdNodeSpec(
             args.bind,
             args.port,
             {user: (password, tuple(args.prefix))},
             templates or runner.DEFAULT_TEMPLATES,
+            apps=apps,
         )
         loaded = _load(args.config) if args.config else None
         return asyncio.run(runner.run(loaded, args.bind, args.control, args.period, spec))
@@ -216,6 +224,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--port", type=int, help="port of the secondary-node simulator (with --idnode)")
     m.add_argument("--prefix", action="append", default=None, help="enterprise prefix it serves (repeatable)")
     m.add_argument("--user", default="edgegw:edgegw", help="USER:PASSWORD allowed to log in")
+    m.add_argument(
+        "--app",
+        action="append",
+        default=[],
+        metavar="APP_HANDLE=KEY.pem",
+        help="IDHub app allowed to log in by challenge-response, with its public (or private) key (repeatable)",
+    )
     m.add_argument(
         "--templates", help="YAML file of templates to seed (default configs/identifier/templates.yaml)"
     )

@@ -306,7 +306,8 @@ def _node(loaded: LoadedConfig, timeout: float) -> list[Verdict]:
                 await asyncio.wait_for(login(), timeout * 2)
             with contextlib.suppress(NotFound):  # reachable, logged in, the probe (rightly) absent
                 await asyncio.wait_for(client.resolve(probe), timeout * 2)
-            who = f" as {node.username}" if node.username else ""
+            user = node.app_handle if node.kind == "idhub" else node.username
+            who = f" as {user}" if user else ""
             return Verdict("ok", "identifier node", f"{node.url} ({node.kind}): logged in{who}")
         except TimeoutError:
             return Verdict(

@@ -321,6 +321,10 @@ class DurableQueue:
     def get_state(self, name: str) -> str | None:
         return self._state.get(name)
 
+    def state_items(self, prefix: str) -> list[tuple[str, str]]:
+        """The state entries whose names start with `prefix`, as (name, value)."""
+        return [(n, v) for n, v in self._state.items() if n.startswith(prefix)]
+
     def put_state(self, name: str, value: str) -> None:
         self._state[name] = value
         self._state_dirty.add(name)

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 from edgegw.identifier.client import NodeClient, NodeError, Registration, from_settings
+from edgegw.identifier.registrar import COUNT, REWARD, year_now, yearly_counts
 from edgegw.identifier.rules import STREAM
 from edgegw.identifier.syntax import IdentifierError, parse
 from edgegw.identifier.templates import Value
@@ -66,7 +67,7 @@ async def _register(loaded: Any, reg: Registration) -> int:
     except _SETTINGS_ERRORS as exc:
         return _fail(f"cannot use identifier.node: {exc}", 2)
     try:
-        if client.kind == "snms" and reg.template is not None:
+        if client.kind in ("snms", "idhub") and reg.template is not None:
             problems = (await client.template(reg.template)).problems(list(reg.values))
             if problems:
                 return _fail("; ".join(problems), 1)
@@ -118,6 +119,10 @@ def _status(loaded: Any) -> int:
             "SELECT key, message, ts FROM outcomes WHERE stream = ? AND state = 'failed' ORDER BY id DESC LIMIT 10",
             (STREAM,),
         ).fetchall()
+        year = year_now()
+        states = db.execute(
+            "SELECT name, value FROM state WHERE name LIKE ?", (f"{COUNT}/{year}/%",)
+        ).fetchall()
     except sqlite3.Error as exc:
         return _fail(f"cannot read {path}: {exc}", 1)
     finally:
@@ -129,6 +134,21 @@ def _status(loaded: Any) -> int:
         print("last failures:")
         for key, message, _ts in failures:
             print(f"  {key}: {message}")
+    per_prefix = yearly_counts(states, year)
+    if ident := loaded.config.identifier:
+        per_prefix.setdefault(ident.node.prefix, {"registered": 0, "resolved": 0})
+    if per_prefix:
+        goal_reg, goal_res = REWARD["registered"], REWARD["resolved"]
+        print(
+            f"this year ({year}, Beijing time) by this gateway; the reward needs {goal_reg:,} and {goal_res:,}:"
+        )
+        print(f"  {'prefix':<20} {'registered':>12} {'resolved':>12}")
+        for prefix, n in sorted(per_prefix.items()):
+            reg, res = n["registered"], n["resolved"]
+            print(
+                f"  {prefix:<20} {reg:>12,} {res:>12,}"
+                f"   ({min(100.0, 100 * reg / goal_reg):.1f} % / {min(100.0, 100 * res / goal_res):.1f} %)"
+            )
     return 0
 
 
@@ -137,12 +157,15 @@ def add_parser(sub: Any, func: Any) -> None:
     isub = i.add_subparsers(dest="id_command", required=True, parser_class=type(i))
     r = isub.add_parser("register", help="register one identifier")
     r.add_argument("handle")
-    r.add_argument("--template", help="templateVersion (snms)")
+    r.add_argument("--template", help="templateVersion (snms), the metadata template's handle (idhub)")
     r.add_argument("--value", action="append", default=[], metavar="INDEX:TYPE=VALUE")
     s = isub.add_parser("resolve", help="resolve one identifier")
     s.add_argument("handle")
     s.add_argument("--json", action="store_true")
-    isub.add_parser("status", help="registration queue: depth and outcomes")
+    isub.add_parser(
+        "status",
+        help="registration queue: depth, outcomes, this year's registrations and resolutions per prefix",
+    )
     for p in (r, s, isub.choices["status"]):
         p.add_argument("-c", "--config", required=True)
     i.set_defaults(func=func)

@@ -34,11 +34,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import random
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from edgegw.gateway.durable_queue import DurableQueue
@@ -46,6 +48,7 @@ from edgegw.gateway.logs import RateLimited, event, report_crash, supervise
 from edgegw.gateway.normalise import Reading
 
 from .client import (
+    BEIJING,
     Exists,
     NodeClient,
     NodeError,
@@ -59,12 +62,15 @@ from .client import (
 from .rules import STREAM, Firing, RuleSet, engineering, new_value
 from .settings import IdentifierRule
 from .syntax import IdentifierError
-from .templates import Template
+from .templates import RESERVED, Template
 
 log = logging.getLogger("edgegw.identifier")
 
 TASK = "identifier-queue"
+TEMPLATED = ("snms", "idhub")  # the kinds whose node holds the templates registrations must fit
+COUNT = "idcount"  # queue state `idcount/<year>/<prefix>/<registered|resolved>`: this year's counts
 MAX_QUEUED = 100_000
+RESOLVE_WAIT = 30.0  # seconds a resolution waits for the registration of the same handle queued here
 QUEUE_RETRY_MAX = 10.0  # seconds at most between attempts while the queue cannot be written or read
 _UNREADABLE = (ValueError, KeyError, TypeError, IndexError, AttributeError, RecursionError)
 
@@ -111,6 +117,7 @@ class Registrar:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._resolving: set[asyncio.Task[None]] = set()
+        self._pending: Counter[str] = Counter()  # handles (lower case) fired here and not yet settled
         self._resolve_slots = asyncio.Semaphore(8)
         self._attempt = 0
         self._commit_error: str | None = None
@@ -154,6 +161,7 @@ class Registrar:
                 continue
             self.queue.append(STREAM, firing.handle, firing.body())  # committed with the value
             self.queued += 1
+            self._pending[firing.handle.lower()] += 1
             self.counters["fired"] += 1
             self._wake.set()
         for rule, value in self._changed(device, by_id, self.rules.resolves, "resolve"):
@@ -361,7 +369,7 @@ class Registrar:
         return out
 
     async def _template(self, version: str | None) -> Template | None:
-        if version is None or self.client.kind != "snms":
+        if version is None or self.client.kind not in TEMPLATED:
             return None
         t = self.templates.get(version)
         if t is None:
@@ -462,6 +470,11 @@ class Registrar:
         if settle is not None:
             self.queue.settle(settle, STREAM, handle, state, message)
             self.queued -= 1
+            self._pending[handle.lower()] -= 1
+            if self._pending[handle.lower()] <= 0:
+                del self._pending[handle.lower()]
+            if state == "registered":
+                self._count(handle, "registered")  # committed with the settlement
         self.counters["registered" if state == "registered" else "failed"] += 1
         body: dict[str, Any] = {
             "handle": handle,
@@ -484,9 +497,28 @@ class Registrar:
             body["note"] = message
         self.publish("identifiers", body)
 
+    def _count(self, handle: str, what: str) -> None:
+        """One more registration or resolution this year (Beijing time, the node's) under the
+        handle's prefix, in the queue's state: durable with the next commit."""
+        prefix = handle.partition("/")[0]
+        name = f"{COUNT}/{year_now()}/{prefix}/{what}"
+        try:
+            n = int(self.queue.get_state(name) or 0)
+        except ValueError:
+            n = 0
+        self.queue.put_state(name, str(n + 1))
+
+    def this_year(self) -> dict[str, dict[str, int]]:
+        """This year's registrations and resolutions per prefix: {prefix: {registered, resolved}}."""
+        return yearly_counts(self.queue.state_items(f"{COUNT}/{year_now()}/"), year_now())
+
     # ---- resolving ----
 
     async def _resolve(self, device: str, rule: str, handle: str) -> None:
+        # a part read right after it was made: its registration, queued here, goes first
+        deadline = time.monotonic() + RESOLVE_WAIT
+        while handle.lower() in self._pending and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
         async with self._resolve_slots:
             body: dict[str, Any] = {"handle": handle, "rule": rule}
             for attempt in range(4):
@@ -512,6 +544,8 @@ class Registrar:
                 break
             body["ts"] = time.time_ns() // 1_000_000
             self.counters["resolved" if "record" in body else "resolve_failed"] += 1
+            if "record" in body:
+                self._count(handle, "resolved")
             self.publish(f"{device}/resolved", body)
 
     # ---- the template check ----
@@ -523,7 +557,7 @@ class Registrar:
         sender checks it again until the node answers (and each registration at sending)."""
         problems: list[tuple[str, str]] = []
         for rule in self.rules.by_name.values():
-            if rule.trigger is None or rule.template is None or self.client.kind != "snms":
+            if rule.trigger is None or rule.template is None or self.client.kind not in TEMPLATED:
                 continue
             found, why = await self._check_rule(rule)
             if why is not None:
@@ -602,12 +636,37 @@ class Registrar:
             "queue_errors": self.queue_errors,
             "crashes": self.crashes,
             **self.counters,
+            "this_year": self.this_year(),
         }
 
 
+REWARD = {"registered": 100_000, "resolved": 20_000}  # the municipal policy's yearly thresholds
+
+
+def year_now() -> int:
+    return dt.datetime.now(BEIJING).year
+
+
+def yearly_counts(items: Iterable[tuple[str, str]], year: int) -> dict[str, dict[str, int]]:
+    """{prefix: {registered, resolved}} of the year from `idcount/<year>/<prefix>/<what>` states."""
+    out: dict[str, dict[str, int]] = {}
+    for name, value in items:
+        parts = name.split("/")
+        if len(parts) != 4 or parts[0] != COUNT or parts[1] != str(year) or parts[3] not in REWARD:
+            continue
+        try:
+            n = int(value)
+        except ValueError:
+            continue
+        out.setdefault(parts[2], {"registered": 0, "resolved": 0})[parts[3]] = n
+    return out
+
+
 def _same(record: Record, reg: Registration) -> bool:
+    """Whether the node's record holds our values; what the node adds itself at the reserved
+    indexes (the template version at 1001, docs/dev-tools/snms/v5/handle-operate.md) is not ours."""
     ours = {(v.index, v.type, v.value) for v in reg.values}
-    theirs = {(v.index, v.type, v.value) for v in record.values}
+    theirs = {(v.index, v.type, v.value) for v in record.values if v.index not in RESERVED}
     return ours == theirs and (record.template in (None, reg.template))
 
 

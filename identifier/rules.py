@@ -5,7 +5,8 @@ value are formatted from `{value}` (the new value), `{prefix}` (the node's prefi
 sample time, ISO 8601 UTC) and `{device.point}` (the latest engineering value of any point).
 The firing and the value it fired on are committed to the durable queue together, so a restart
 neither loses a firing nor fires twice for the same value. A `resolve` rule resolves each new
-value of its point and publishes the record.
+value of its point and publishes the record; when the gateway has queued a registration of
+that handle, the resolution waits for it first (up to `registrar.RESOLVE_WAIT`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgegw.gateway.normalise import Reading
@@ -82,6 +84,17 @@ def check_rules(cfg: GatewayConfig, points: dict[str, set[str] | None]) -> list[
             problems.append(
                 ((*path, "template"), "an snms node needs the template (templateVersion) to register with")
             )
+        if ident.node.kind == "idhub" and rule.template is None:
+            problems.append(
+                ((*path, "template"), "an idhub node needs the metadata template's handle to register with")
+            )
+        elif ident.node.kind == "idhub" and rule.template is not None:
+            try:
+                parse(rule.template)
+            except IdentifierError as exc:
+                problems.append(
+                    ((*path, "template"), f"'{rule.template}' is not a metadata template handle: {exc}")
+                )
         seen: dict[int, int] = {}
         for j, v in enumerate(rule.values):
             vpath = (*path, "values", j)
@@ -96,6 +109,30 @@ def check_rules(cfg: GatewayConfig, points: dict[str, set[str] | None]) -> list[
             seen.setdefault(v.index, j)
             problems += _format_problems(v.value, points, (*vpath, "value"))
     return problems
+
+
+def check_node_files(cfg: GatewayConfig, folder: Path) -> list[tuple[tuple[Any, ...], str]]:
+    """The idhub private key file: readable, and a PKCS#8 PEM private key (relative paths from
+    the config's folder). Its content is never part of a message."""
+    ident = cfg.identifier
+    if ident is None or ident.node.kind != "idhub" or ident.node.private_key is None:
+        return []
+    path = ("identifier", "node", "private_key")
+    name = ident.node.private_key
+    file = Path(name) if Path(name).is_absolute() else folder / name
+    try:
+        pem = file.read_bytes()[: 1 << 20]
+    except OSError as exc:
+        return [(path, f"cannot read {name}: {exc.strerror or exc}")]
+    if b"-----BEGIN PRIVATE KEY-----" in pem:
+        return []
+    if b"-----BEGIN RSA PRIVATE KEY-----" in pem:
+        hint = "it is PKCS#1; convert it: openssl pkcs8 -topk8 -nocrypt -in OLD.pem -out NEW.pem"
+    elif b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in pem:
+        hint = "it is encrypted; give the unencrypted key (keep the file readable by the gateway only)"
+    else:
+        hint = "no -----BEGIN PRIVATE KEY----- block"
+    return [(path, f"{name} is not a PKCS#8 PEM private key: {hint}")]
 
 
 def _point_problems(

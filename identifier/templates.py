@@ -13,6 +13,7 @@ KeyError/TypeError. Integers written as strings ("2000") are accepted, as some n
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass, field
@@ -190,10 +191,7 @@ class Template:
         )
 
     def item(self, index: int, type_: str) -> TemplateItem | None:
-        for i in self.items:
-            if i.id_index == index and i.id_type == type_:
-                return i
-        return None
+        return _index(self).get((index, type_))
 
     def shape_problems(self, pairs: list[tuple[int, str]]) -> list[str]:
         """Problems knowable before any value exists: unknown index/type pairs, missing required items."""
@@ -226,6 +224,15 @@ class Template:
                     f"{v.type} value {v.value!r} has {n} characters; template {self.version} allows {item.min_length}..{hi}"
                 )
         return out
+
+
+@functools.lru_cache(maxsize=256)
+def _index(t: Template) -> dict[tuple[int, str], TemplateItem]:
+    """A template's items by (index, type), made once per template (each registration asks)."""
+    out: dict[tuple[int, str], TemplateItem] = {}
+    for i in t.items:
+        out.setdefault((i.id_index, i.id_type), i)
+    return out
 
 
 def value_problems(values: list[Value]) -> list[str]:

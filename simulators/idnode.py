@@ -1,8 +1,20 @@
-"""A secondary resolution node simulator (the node side of the README's "Identifiers"), FastAPI over one SQLite store.
+"""A resolution node simulator (the node side of the README's "Identifiers"), FastAPI over one SQLite store.
 
 It serves the `snms` routes (JSON envelope {status, message, data}, HTTP 200 for business
-outcomes, Bearer tokens that expire) and the Handle.Net REST routes (`/api/handles/{handle}`,
-responseCode, HTTP Basic) over the same identifiers, and enforces the node's rules: the
+outcomes, Bearer tokens that expire; the plain login `POST /identity/token` and the cipher login
+`POST /identity/token/v1`, which accepts only sha256hex(sha256hex(password) + the node's date in
+Beijing time), docs/dev-tools/snms/v3/identity-auth.md of teleinfo-dev/id-guide), the Handle.Net
+REST routes (`/api/handles/{handle}`, responseCode, HTTP Basic), and an enterprise node's IDHub
+OpenAPI (challenge-response login with the app's RSA key, docs/dev-tools/standard/api/challenge.md;
+the DOIP calls `/api/v1/doip?targetId=H&operationId=0.DOIP/Op.Create|Update|Delete|Retrieve`,
+envelope {code, message, data}, docs/dev-tools/standard/api/handle.md) over the same identifiers.
+An IDHub metadata template is the seeded template of version V under handle `PREFIX/META_V`; its
+items' English names are their idType.
+
+The login answers refusals as the guide shows: a wrong password or digest `{"status": -2,
+"message": "用户名/密码错误！"}`; a wrong signature (the guide shows no example) `{"code": 401,
+"message": "签名验证失败 …"}`; an unknown or malformed app handle `{"code": 40508, "message":
+"标识格式异常"}` as the guide's challenge example. Logins are never faulted or garbled. and enforces the node's rules: the
 template named by `templateVersion` must exist for the prefix, every value's index/type must be
 one of its items, required items present, lengths within minLength..maxLength, indexes
 1000-1999 reserved, format `string`, at most 2000 items per batch.
@@ -22,23 +34,40 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import datetime as dt
+import hashlib
 import json
 import random
 import secrets
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from edgegw.identifier.syntax import IdentifierError, parse
+from edgegw.identifier.syntax import Identifier, IdentifierError, parse
 from edgegw.identifier.templates import Template, Value, value_problems
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 BATCH_MAX = 2000
+WRONG_PASSWORD = "用户名/密码错误！"  # the guide's refusal of a login (identity-auth.md)
+BEIJING = dt.timezone(dt.timedelta(hours=8))
+META = "META_"  # an IDHub metadata template's handle: PREFIX/META_<version>
+LOGIN_PATHS = (
+    "/identity/token",
+    "/identity/token/v1",
+    "/api/v1/doip/public/challenge",
+    "/api/v1/doip/public/verify-response",
+)
+
+
+def cipher_digest(password: str, day: dt.date) -> str:
+    inner = hashlib.sha256(password.encode()).hexdigest()
+    return hashlib.sha256((inner + day.isoformat()).encode()).hexdigest()
 
 
 GARBAGE_KINDS = ("html", "truncated", "array", "strings", "shapeless")
@@ -95,7 +124,11 @@ def garble(body: bytes, kind: str, rng: random.Random) -> tuple[bytes, str]:
 @dataclass
 class NodeState:
     users: dict[str, tuple[str, tuple[str, ...]]]  # username -> (password, prefixes)
+    apps: dict[str, tuple[bytes, tuple[str, ...]]] = field(
+        default_factory=dict
+    )  # IDHub app -> (PEM, prefixes)
     token_ttl: float = 24 * 3600.0
+    challenges: dict[str, str] = field(default_factory=dict)  # app handle -> its pending nonce
     tokens: dict[str, tuple[str, float]] = field(default_factory=dict)  # token -> (user, expires)
     faults: Faults = field(default_factory=Faults)
     rng: random.Random = field(default_factory=lambda: random.Random(7))
@@ -103,6 +136,7 @@ class NodeState:
 
 class Store:
     def __init__(self, path: str = ":memory:"):
+        self._templates: dict[tuple[str, str], Template | None] = {}
         self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(
@@ -130,22 +164,29 @@ class Store:
         self.db.execute("COMMIT")
 
     def template(self, prefix: str, version: str) -> Template | None:
-        row = self.db.execute(
-            "SELECT body FROM templates WHERE prefix = ? AND version = ?", (prefix, version)
-        ).fetchone()
-        return Template.from_api(json.loads(row[0])) if row else None
+        key = (prefix, version)
+        if key not in self._templates:  # read once: a batch of 2000 asks 2000 times
+            row = self.db.execute(
+                "SELECT body FROM templates WHERE prefix = ? AND version = ?", key
+            ).fetchone()
+            self._templates[key] = Template.from_api(json.loads(row[0])) if row else None
+        return self._templates[key]
 
     def put_template(self, t: Template) -> None:
         self.db.execute(
             "INSERT OR REPLACE INTO templates (prefix, version, body) VALUES (?, ?, ?)",
             (t.prefix, t.version, json.dumps(t.to_api())),
         )
+        self._templates[(t.prefix, t.version)] = t
 
     def get(self, handle: str) -> tuple[str, str | None, list[dict[str, Any]]] | None:
         row = self.db.execute(
             "SELECT handle, template, value FROM handles WHERE key = ?", (handle.lower(),)
         ).fetchone()
         return (row[0], row[1], json.loads(row[2])) if row else None
+
+    def exists(self, key: str) -> bool:
+        return self.db.execute("SELECT 1 FROM handles WHERE key = ?", (key,)).fetchone() is not None
 
     def count(self, prefix: str, what: str, n: int = 1) -> None:
         self.db.execute(
@@ -206,6 +247,12 @@ class Node:
         except ValueError:
             return None
 
+    def prefixes(self, user: str) -> tuple[str, ...]:
+        """The prefixes a logged-in user or IDHub app may write."""
+        if user in self.state.apps:
+            return self.state.apps[user][1]
+        return self.state.users[user][1] if user in self.state.users else ()
+
     def user_of(self, request: Request) -> str | None:
         auth = request.headers.get("authorization", "")
         if not auth.startswith("Bearer "):
@@ -232,22 +279,25 @@ class Node:
             ident = parse(handle)
         except IdentifierError as exc:
             return f"invalid handle: {exc}", []
-        if ident.prefix not in self.state.users[user][1]:
+        if ident.prefix not in self.prefixes(user):
             return f"no permission for prefix {ident.prefix}", []
         values, problem = _values(raw_values)
         if problem or values is None:
             return problem, []
-        problems = value_problems(values)
-        if must_template:
+        if not must_template:
+            problems = value_problems(values)
+        else:
             t = self.store.template(ident.prefix, str(template)) if template is not None else None
             if t is None:
                 return f"template {template} does not exist for prefix {ident.prefix}", values
-            problems += t.problems(values)
+            problems = t.problems(values)  # the rules of any template included
         return ("; ".join(problems) if problems else None), values
 
-    def write(self, handle: str, template: Any, raw_values: list[Any], update: bool) -> None:
+    def write(
+        self, handle: str, template: Any, raw_values: list[Any], update: bool, ident: Identifier | None = None
+    ) -> None:
         now = time.time_ns() // 1_000_000
-        ident = parse(handle)
+        ident = ident or parse(handle)
         if update:
             self.store.db.execute(
                 "UPDATE handles SET template = ?, value = ?, updated = ? WHERE key = ?",
@@ -259,20 +309,28 @@ class Node:
                 (ident.key, handle, ident.prefix, template, json.dumps(raw_values), now, now),
             )
 
-    def apply(self, user: str, item: Any, update: bool) -> str | None:
-        """Register or update one item under every node rule; the problem, or None if done."""
+    def apply(
+        self, user: str, item: Any, update: bool, tally: Counter[tuple[str, str]] | None = None
+    ) -> str | None:
+        """Register or update one item under every node rule; the problem, or None if done.
+        `tally` collects the statistics of a batch, written once for it."""
         item = item if isinstance(item, dict) else {}
         handle = item.get("handle")
         problem, _ = self.check(user, handle, item.get("templateVersion"), item.get("value"))
         if problem:
             return problem
-        exists = self.store.get(handle) is not None
+        ident = parse(handle)
+        exists = self.store.exists(ident.key)
         if exists and not update:
-            return f"handle {handle} already exists"
+            return f"标识已存在 (handle {handle} already exists)"  # the guide's wording, and ours
         if not exists and update:
             return f"handle {handle} does not exist"
-        self.write(handle, item.get("templateVersion"), item["value"], update)
-        self.store.count(parse(handle).prefix, "updates" if update else "registrations")
+        self.write(handle, item.get("templateVersion"), item["value"], update, ident)
+        what = (ident.prefix, "updates" if update else "registrations")
+        if tally is None:
+            self.store.count(*what)
+        else:
+            tally[what] += 1
         return None
 
     async def guarded(self, request: Request) -> tuple[str | None, Any, bool]:
@@ -306,15 +364,31 @@ def _hs(code: int, http: int = 200, **extra: Any) -> Any:
 def _snms_routes(app: Any, node: Node) -> None:
     """The SNMS API: login, resolve, register, update and delete, singly and in batches."""
 
+    def issue(user: str) -> str:
+        tok = secrets.token_hex(16)
+        node.state.tokens[tok] = (user, time.monotonic() + node.state.token_ttl)
+        return tok
+
     @app.post("/identity/token")
     async def token(request: Request) -> Any:
         body = await node.body_of(request) or {}
         user = body.get("username") if isinstance(body, dict) else None
         if user not in node.state.users or node.state.users[user][0] != body.get("password"):
-            return _fail(-2, "wrong username or password")
-        tok = secrets.token_hex(16)
-        node.state.tokens[tok] = (user, time.monotonic() + node.state.token_ttl)
-        return _ok({"token": tok})
+            return _fail(-2, WRONG_PASSWORD)
+        return _ok({"token": issue(user)})
+
+    @app.post("/identity/token/v1")
+    async def token_cipher(request: Request) -> Any:
+        body = await node.body_of(request) or {}
+        user = body.get("username") if isinstance(body, dict) else None
+        if user not in node.state.users:
+            return _fail(-2, WRONG_PASSWORD)
+        day = dt.datetime.now(BEIJING).date()  # the node's date: only today's digest is taken
+        if not secrets.compare_digest(
+            str(body.get("password")), cipher_digest(node.state.users[user][0], day)
+        ):
+            return _fail(-2, WRONG_PASSWORD)
+        return _ok({"token": issue(user)})
 
     @app.get("/identityv2/data/detail")
     async def detail(request: Request, handle: str = "") -> Any:
@@ -332,7 +406,10 @@ def _snms_routes(app: Any, node: Node) -> None:
         node.store.count(ident.prefix, "resolutions")
         if rec is None:
             return _fail(-2, f"handle {handle} does not exist")
-        return _ok({"prefix": ident.prefix, "handle": rec[0], "templateVersion": rec[1], "value": rec[2]})
+        # as a real node, it adds the template version at the reserved index 1001 (handle-operate.md)
+        tv = {"index": 1001, "type": "TEMPLATE", "auth": "1", "data": {"format": "string", "value": rec[1]}}
+        value = [*rec[2], tv] if rec[1] is not None else rec[2]
+        return _ok({"prefix": ident.prefix, "handle": rec[0], "templateVersion": rec[1], "value": value})
 
     async def single(request: Request, update: bool) -> Any:
         user, early, late_504 = await node.guarded(request)
@@ -362,15 +439,18 @@ def _snms_routes(app: Any, node: Node) -> None:
             return _fail(-2, "the body must be a JSON list")
         if len(body) > BATCH_MAX:
             return _fail(-2, f"at most {BATCH_MAX} identifiers per batch, got {len(body)}")
+        tally: Counter[tuple[str, str]] = Counter()
         async with node.lock:
             with node.store.transaction():
                 results = [
                     {
                         "handle": item.get("handle") if isinstance(item, dict) else None,
-                        "msg": node.apply(user, item, update) or "success",
+                        "msg": node.apply(user, item, update, tally) or "success",
                     }
                     for item in body
                 ]
+                for (prefix, what), n in tally.items():
+                    node.store.count(prefix, what, n)
         return node.late(late_504, _ok(results))
 
     @app.post("/identityv2/data/batchCreate")
@@ -392,7 +472,7 @@ def _snms_routes(app: Any, node: Node) -> None:
             ident = parse(str(handle))
         except IdentifierError as exc:
             return _fail(-2, f"invalid handle: {exc}")
-        if ident.prefix not in node.state.users[user][1]:
+        if ident.prefix not in node.prefixes(user):
             return _fail(-3, f"no permission for prefix {ident.prefix}")
         async with node.lock:
             if node.store.get(str(handle)) is None:
@@ -423,7 +503,7 @@ def _template_routes(app: Any, node: Node) -> None:
             t = Template.from_api(body)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             return _fail(-2, f"invalid template: {exc}")
-        if t.prefix not in node.state.users[user][1]:
+        if t.prefix not in node.prefixes(user):
             return _fail(-3, f"no permission for prefix {t.prefix}")
         bad = [i.id_index for i in t.items if 1000 <= i.id_index <= 1999]
         if bad:
@@ -488,6 +568,198 @@ def _handle_routes(app: Any, node: Node) -> None:
         return _hs(1, 200, handle=handle)
 
 
+def _hub(code: int, message: str, data: Any = None, http: int = 200) -> Any:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        body["data"] = data
+    return JSONResponse(body, status_code=http)
+
+
+def verify_signature(pem: bytes, nonce: str, signature: Any) -> bool:
+    """Whether `signature` is Base64 of the RSA PKCS#1 v1.5 SHA-256 signature of the nonce by the
+    key whose PEM (public, or private: its public half) is given."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    if not isinstance(signature, str):
+        return False
+    try:
+        raw = base64.b64decode(signature, validate=True)
+    except ValueError:
+        return False
+    if b"PRIVATE KEY" in pem:
+        key: Any = serialization.load_pem_private_key(pem, password=None).public_key()
+    else:
+        key = serialization.load_pem_public_key(pem)
+    if not isinstance(key, rsa.RSAPublicKey):
+        return False
+    try:
+        key.verify(raw, nonce.encode(), padding.PKCS1v15(), hashes.SHA256())
+    except InvalidSignature:
+        return False
+    return True
+
+
+def metadata_record(t: Template, handle: str) -> dict[str, Any]:
+    """A metadata template as the DOIP Retrieve answers it (handle.md, "元数据标识")."""
+    return {
+        "id": handle,
+        "type": "0.TYPE/DO.DOIPMETA",
+        "attributes": {
+            "content": {
+                "basicInfo": {"metaName": t.description, "metaCode": t.version, "metaState": 1},
+                "itemInfos": [
+                    {
+                        "itemBasicInfo": {
+                            "itemIndex": i.id_index,
+                            "itemCode": i.id_type,
+                            "enName": i.id_type,
+                            "cnName": i.name,
+                            "state": 0,
+                        },
+                        "itemSchemaInfo": {
+                            "dataType": 1,
+                            "dataTypeString": "字符型",
+                            "minLength": i.min_length,
+                            **({"maxLength": i.max_length} if i.max_length is not None else {}),
+                        },
+                    }
+                    for i in t.items
+                ],
+                "required": [i.id_type for i in t.items if i.required],
+                "uniqueness": [],
+                "inputItem": [i.id_type for i in t.items],
+                "listItem": [],
+            }
+        },
+    }
+
+
+def _idhub_routes(app: Any, node: Node) -> None:
+    """An enterprise node's IDHub OpenAPI: challenge-response login, DOIP operations."""
+
+    def meta(handle: str) -> Template | None:
+        try:
+            ident = parse(handle)
+        except IdentifierError:
+            return None
+        if not ident.suffix.startswith(META):
+            return None
+        return node.store.template(ident.prefix, ident.suffix[len(META) :])
+
+    @app.get("/api/v1/doip/public/challenge")
+    async def challenge(handle: str = "") -> Any:
+        if handle not in node.state.apps:
+            return _hub(40508, "标识格式异常")
+        nonce = str(secrets.randbelow(10**9))
+        node.state.challenges[handle] = nonce
+        return _hub(1, "operation was successfully processed", nonce)
+
+    @app.post("/api/v1/doip/public/verify-response")
+    async def verify(request: Request) -> Any:
+        body = await node.body_of(request)
+        handle = body.get("handle") if isinstance(body, dict) else None
+        if not isinstance(handle, str) or handle not in node.state.apps:
+            return _hub(40508, "标识格式异常")
+        nonce = node.state.challenges.pop(handle, None)  # a nonce is good for one answer
+        if nonce is None or not verify_signature(node.state.apps[handle][0], nonce, body.get("signature")):
+            return _hub(401, "签名验证失败 signature verification failed")
+        tok = secrets.token_hex(16)
+        node.state.tokens[tok] = (handle, time.monotonic() + node.state.token_ttl)
+        return _hub(1, "operation was successfully processed", {"token": tok})
+
+    def content_values(t: Template, content: Any) -> tuple[str | None, list[dict[str, Any]]]:
+        if not isinstance(content, dict):
+            return "attributes.content must be an object of item English names to values", []
+        raw = []
+        for name, value in content.items():
+            item = next((i for i in t.items if i.id_type == name), None)
+            if item is None:
+                return f"{name} 不是元数据模板 {t.version} 的属性 (not an item of the template)", []
+            if not isinstance(value, str):
+                return f"{name}: 属性值须为字符串 (values are strings)", []
+            raw.append(Value(item.id_index, name, value).to_api())
+        return None, raw
+
+    async def write(request: Request, user: str, target: str, op: str) -> Any:
+        try:
+            ident = parse(target)
+        except IdentifierError:
+            return _hub(40508, "标识格式异常")
+        if ident.prefix not in node.prefixes(user):
+            return _hub(701, "非本企业标识")
+        if op == "Delete":
+            async with node.lock:
+                if node.store.get(target) is None:
+                    return _hub(104, "标识对象不存在")
+                node.store.db.execute("DELETE FROM handles WHERE key = ?", (ident.key,))
+            return None
+        body = await node.body_of(request)
+        if not isinstance(body, dict) or not isinstance(body.get("attributes"), dict):
+            return _hub(400, "请求参数错误: the body is {type, attributes: {content}}")
+        t = meta(str(body.get("type")))
+        if t is None:
+            return _hub(104, f"元数据模板 {body.get('type')} 不存在 (the metadata template does not exist)")
+        problem, raw = content_values(t, body["attributes"].get("content"))
+        if problem is None:
+            values = [Value.from_api(v) for v in raw]
+            problems = value_problems(values) + t.problems(values)
+            problem = "; ".join(problems) if problems else None
+        if problem:
+            return _hub(400, problem)
+        async with node.lock:
+            exists = node.store.get(target) is not None
+            if exists and op == "Create":
+                return _hub(105, "标识已存在")
+            if not exists and op == "Update":
+                return _hub(104, "标识对象不存在")
+            node.write(target, str(body["type"]), raw, update=exists)
+            node.store.count(ident.prefix, "updates" if exists else "registrations")
+        return None
+
+    @app.post("/api/v1/doip")
+    async def doip_write(request: Request, targetId: str = "", operationId: str = "") -> Any:
+        user = node.user_of(request)
+        if user is None:
+            return _hub(401, "token无效或已过期 (not logged in or the token has expired)", http=401)
+        op = operationId.removeprefix("0.DOIP/Op.")
+        if op not in ("Create", "Update", "Delete"):
+            return _hub(400, f"unknown operationId {operationId!r}")
+        fail, late_504 = await node.faulted()
+        if fail:
+            return _hub(500, "internal error", http=500)
+        refused = await write(request, user, targetId, op)
+        if refused is not None:
+            return refused
+        body = await node.body_of(request) if op != "Delete" else None
+        return node.late(late_504, _hub(10000, "成功", body))
+
+    @app.get("/api/v1/doip")
+    async def doip_retrieve(request: Request, targetId: str = "", operationId: str = "") -> Any:
+        if node.user_of(request) is None:
+            return _hub(401, "token无效或已过期 (not logged in or the token has expired)", http=401)
+        if operationId != "0.DOIP/Op.Retrieve":
+            return _hub(400, f"unknown operationId {operationId!r}")
+        fail, _ = await node.faulted()
+        if fail:
+            return _hub(500, "internal error", http=500)
+        try:
+            ident = parse(targetId)
+        except IdentifierError:
+            return _hub(40508, "标识格式异常")
+        t = meta(targetId)
+        if t is not None:
+            return _hub(1, "成功", metadata_record(t, targetId))
+        rec = node.store.get(targetId)
+        node.store.count(ident.prefix, "resolutions")
+        if rec is None:
+            return _hub(104, "标识对象不存在")
+        handle, template, raw = rec
+        content = {v["type"]: v.get("data", {}).get("value") for v in raw}
+        return _hub(1, "成功", {"id": handle, "type": template, "attributes": {"content": content}})
+
+
 def _admin_routes(app: Any, node: Node) -> None:
     """Simulator only: counts, the registered handles, faults, token expiry."""
 
@@ -533,7 +805,7 @@ def create_app(state: NodeState, store: Store) -> Any:
     async def garbage(request: Request, call_next: Any) -> Any:
         response = await call_next(request)
         f, path = state.faults, request.url.path
-        if not f.garbage or path.startswith("/admin/") or path == "/identity/token":
+        if not f.garbage or path.startswith("/admin/") or path in LOGIN_PATHS:
             return response
         if state.rng.random() >= f.garbage:
             return response
@@ -544,6 +816,7 @@ def create_app(state: NodeState, store: Store) -> Any:
     _snms_routes(app, node)
     _template_routes(app, node)
     _handle_routes(app, node)
+    _idhub_routes(app, node)
     _admin_routes(app, node)
     return app
 
@@ -566,8 +839,11 @@ def build(
     templates: list[Template],
     store_path: str = ":memory:",
     token_ttl: float = 24 * 3600.0,
+    apps: dict[str, tuple[bytes, tuple[str, ...]]] | None = None,
 ) -> Any:
+    """The simulator's app. `apps`: IDHub app handle -> (its PEM key: public, or private whose public
+    half checks the signatures, the prefixes it may write)."""
     store = Store(store_path)
     for t in templates:
         store.put_template(t)
-    return create_app(NodeState(users=users, token_ttl=token_ttl), store)
+    return create_app(NodeState(users=users, apps=apps or {}, token_ttl=token_ttl), store)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -138,6 +138,7 @@ class IdNodeSpec:
     users: dict[str, tuple[str, tuple[str, ...]]]
     templates: Path
     token_ttl: float = 24 * 3600.0
+    apps: dict[str, Path] = field(default_factory=dict)  # IDHub app handle -> its key's PEM file
 
 
 DEFAULT_TEMPLATES = Path(__file__).resolve().parent.parent / "configs" / "identifier" / "templates.yaml"
@@ -152,7 +153,12 @@ def idnode_from_config(loaded: LoadedConfig, templates: Path | None, bind: str) 
     port = url.port or (443 if url.scheme == "https" else 80)
     password = node.password.get_secret_value() if node.password else ""
     user = node.username or "edgegw"
-    return IdNodeSpec(bind, port, {user: (password, (node.prefix,))}, templates or DEFAULT_TEMPLATES)
+    apps: dict[str, Path] = {}
+    if node.kind == "idhub" and node.app_handle and node.private_key:
+        apps[node.app_handle] = loaded.relative(node.private_key)
+    return IdNodeSpec(
+        bind, port, {user: (password, (node.prefix,))}, templates or DEFAULT_TEMPLATES, apps=apps
+    )
 
 
 async def _serve_http(app: Any, host: str, port: int) -> tuple[Any, asyncio.Task[None]]:
@@ -199,10 +205,11 @@ async def run(
                 idnode.users,
                 idnode_sim.load_templates(idnode.templates, prefixes),
                 token_ttl=idnode.token_ttl,
+                apps={h: (k.read_bytes(), prefixes) for h, k in idnode.apps.items()},
             )
             servers.append(await _serve_http(app, idnode.host, idnode.port))
             print(
-                f"simulating the secondary node: snms and handle APIs on http://{idnode.host}:{idnode.port}"
+                f"simulating the identifier node: snms, handle and idhub APIs on http://{idnode.host}:{idnode.port}"
                 f" (prefixes {', '.join(prefixes)})",
                 flush=True,
             )

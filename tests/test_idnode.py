@@ -104,7 +104,8 @@ def test_clients_relogin_on_expiry_and_map_outcomes(node: str) -> None:
             await c.register(Registration(f"{P}/C-5", "1.0", GOOD))
         assert t.value.maybe_done  # a 504: it may have registered
         httpx.put(node + "/admin/faults", json={})
-        assert (await c.resolve(f"{P}/C-5")).values == GOOD  # it had
+        # it had; like a real node, the snms record also carries the template version at 1001
+        assert (await c.resolve(f"{P}/C-5")).values == (*GOOD, Value(1001, "TEMPLATE", "1.0"))
         await c.close()
 
         h = HandleClient(node, P, "ops", "pw", timeout=5)

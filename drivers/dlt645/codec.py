@@ -88,8 +88,8 @@ def di_bytes(di: int) -> bytes:
 
 def frame(address: bytes, control: int, data: bytes = b"", preamble: bytes = PREAMBLE) -> bytes:
     """A whole frame: preamble, header, DATA plus 0x33, checksum, end."""
-    if len(data) > 255:
-        raise ValueError("a DL/T 645 frame carries at most 255 data bytes")
+    if len(data) > MAX_DATA:
+        raise ValueError(f"a DL/T 645 frame carries at most {MAX_DATA} data bytes")
     body = bytes([START, *address, START, control, len(data), *((b + 0x33) & 0xFF for b in data)])
     return preamble + body + bytes([sum(body) & 0xFF, END])
 
@@ -123,8 +123,12 @@ class BadFrame:
 
 def parse(buf: bytes | bytearray) -> tuple[int, Frame | BadFrame | None]:
     """The first frame in `buf`: (bytes consumed, the frame), or (bytes that can be dropped, None)
-    while it is incomplete. Bytes before a start (FE preamble, line noise) are skipped; a 0x68
-    not followed by a second 0x68 seven bytes on is noise too."""
+    while it is incomplete. Bytes before a start (FE preamble, line noise) are skipped. Noise can
+    look like a header, so a 0x68 is taken as a start only while nothing says otherwise: not
+    followed by a second 0x68 seven bytes on, or by a length over MAX_DATA, it is skipped; when
+    its frame is incomplete but a whole frame starts after it, that frame is returned; when its
+    checksum or end byte is wrong, the BadFrame is returned with that 0x68 alone consumed, so the
+    next call rescans the bytes it covered (a reply hidden in a fake frame is found)."""
     i = 0
     n = len(buf)
     while True:
@@ -133,19 +137,19 @@ def parse(buf: bytes | bytearray) -> tuple[int, Frame | BadFrame | None]:
             return n, None
         if n < i + 10:
             return i, None
-        if buf[i + 7] != START:
+        if buf[i + 7] != START or buf[i + 9] > MAX_DATA:
             i += 1
             continue
-        length = buf[i + 9]
-        end = i + 12 + length
-        if n < end:
-            return i, None
+        end = i + 12 + buf[i + 9]
+        if n < end:  # unless a whole frame starts later on: then this header was noise
+            used, later = parse(buf[i + 1 :])
+            return (i + 1 + used, later) if isinstance(later, Frame) else (i, None)
         address = bytes(buf[i + 1 : i + 7])
         cs = sum(buf[i : end - 2]) & 0xFF
         if buf[end - 1] != END:
-            return end, BadFrame(address, f"the frame does not end with 16 (got {buf[end - 1]:02X})")
+            return i + 1, BadFrame(address, f"the frame does not end with 16 (got {buf[end - 1]:02X})")
         if buf[end - 2] != cs:
-            return end, BadFrame(
+            return i + 1, BadFrame(
                 address, f"checksum error (got {buf[end - 2]:02X}, the bytes sum to {cs:02X})"
             )
         data = bytes((b - 0x33) & 0xFF for b in buf[i + 10 : end - 2])

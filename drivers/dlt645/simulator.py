@@ -14,9 +14,10 @@ meter's turnaround, 20 ms by default (`EDGEGW_DLT645_TURNAROUND`, in seconds; 0 
 line rate).
 
 Faults, per meter: `silent` (never answers), `slow` (answers `delay` seconds late), `garbage`
-(line noise, with a stray 0x68, before each reply), `checksum` (replies with a wrong CS),
-`error` (an abnormal reply with ERR = `code` to every read) and `error:<point id>` (the same
-for that point's DI only). `unplug()` makes the port vanish, as a pulled USB adapter.
+(line noise before each reply: a stray 0x68, and a fake header `68 x6 68 11 FF` announcing 255
+data bytes), `checksum` (replies with a wrong CS), `error` (an abnormal reply with ERR = `code`
+to every read) and `error:<point id>` (the same for that point's DI only). `unplug()` makes
+the port vanish, as a pulled USB adapter.
 """
 
 from __future__ import annotations
@@ -54,7 +55,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("edgegw.simulate")
 
 METER_FAULTS = ("none", "silent", "slow", "garbage", "checksum", "error")
-NOISE = b"\x00\x55\x68\x13\xff\x21"  # with a 0x68 that starts nothing
+# line noise: a 0x68 that starts nothing, then a fake header `68 x6 68 11 FF` whose length
+# (255) no frame has and which would swallow the reply behind it if it were believed
+NOISE = b"\x00\x55\x68\x13\xff\x21" + b"\x68\x21\x43\x65\x87\x09\x00\x68\x11\xff"
 
 
 def char_bits(settings: tuple[int, int, str, float]) -> float:

@@ -67,22 +67,43 @@ def check_mc(
             continue
         if e.type == "string":
             if e.length is None:
-                problems.append((e.where("type"), "an MC string point needs length: (characters, 2 per word)"))
+                problems.append(
+                    (e.where("type"), "an MC string point needs length: (characters, 2 per word)")
+                )
                 continue
             if e.length > MAX_STRING:
-                problems.append((e.where("length"), f"an MC string is read in one request: at most {MAX_STRING} characters"))
+                problems.append(
+                    (
+                        e.where("length"),
+                        f"an MC string is read in one request: at most {MAX_STRING} characters",
+                    )
+                )
                 continue
         if e.access == "rw" and addr.device in ("SM", "SD"):
             problems.append(
-                (e.where("access"), f"point '{e.id}' is rw but {addr} is a special {'relay' if addr.device == 'SM' else 'register'}: the CPU owns it; make it ro")
+                (
+                    e.where("access"),
+                    f"point '{e.id}' is rw but {addr} is a special {'relay' if addr.device == 'SM' else 'register'}: the CPU owns it; make it ro",
+                )
             )
         if e.access == "rw" and addr.device == "X":
             problems.append(
-                (e.where("access"), f"point '{e.id}' is rw but {addr} is an input: the CPU refreshes inputs from its I/O (write Y, M, L, B or a register)")
+                (
+                    e.where("access"),
+                    f"point '{e.id}' is rw but {addr} is an input: the CPU refreshes inputs from its I/O (write Y, M, L, B or a register)",
+                )
             )
         parsed[e.id] = addr
     mcpoints = [
-        McPoint(e.id, a.device, a.number, e.type, a.bit, e.length if e.type == "string" else None, e.byte_order or dev.byte_order)
+        McPoint(
+            e.id,
+            a.device,
+            a.number,
+            e.type,
+            a.bit,
+            e.length if e.type == "string" else None,
+            e.byte_order or dev.byte_order,
+        )
         for e in points
         if (a := parsed.get(e.id)) is not None
     ]
@@ -108,7 +129,12 @@ def _overlaps(points: list[McPoint], by_id: dict[str, DictionaryEntry], plc: str
         for o in active:
             if q.kind.bit or (q.bit is not None and o.bit is not None):
                 if q.bit == o.bit:
-                    problems.append((_where(by_id[q.id]), f"'{q.id}' and '{o.id}' are the same {'bit' if q.bit is not None else 'device'} {_name(q, plc)}"))
+                    problems.append(
+                        (
+                            _where(by_id[q.id]),
+                            f"'{q.id}' and '{o.id}' are the same {'bit' if q.bit is not None else 'device'} {_name(q, plc)}",
+                        )
+                    )
                 continue
             if q.bit is not None or o.bit is not None:
                 continue  # a word read whole and as bits: status words, legitimately

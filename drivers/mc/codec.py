@@ -20,9 +20,13 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..base import INT_LIMITS, fit_integer
 from .address import DEVICES, DeviceKind
+
+if TYPE_CHECKING:
+    from .config import McConnection
 
 BATCH_READ = 0x0401
 RANDOM_READ = 0x0403
@@ -70,13 +74,35 @@ END_CODES = {
 
 def end_code_reason(code: int) -> str:
     meaning = END_CODES.get(code)
-    if meaning is None and (code >> 8) in (0x40, 0x41, 0x42, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48, 0x49, 0x4A, 0x4B):
+    if meaning is None and (code >> 8) in (
+        0x40,
+        0x41,
+        0x42,
+        0x43,
+        0x44,
+        0x45,
+        0x46,
+        0x47,
+        0x48,
+        0x49,
+        0x4A,
+        0x4B,
+    ):
         meaning = "an error detected by the CPU (see the CPU's error code list)"
     return f"{code:04X}: {meaning or 'refused by the PLC (see the module manual’s error codes)'}"
 
 
 class Malformed(ValueError):
     """Bytes that are not a valid reply to the request in progress."""
+
+
+_HEX = b"0123456789ABCDEFabcdef"
+
+
+def _hex_only(data: bytes) -> None:
+    """int(x, 16) also takes signs, spaces and underscores: ASCII data must be hex digits only."""
+    if data.translate(None, _HEX):
+        raise Malformed("ASCII data that is not hexadecimal digits")
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +165,9 @@ class Codec:
                         lo = 1 if i + 1 < len(bits) and bits[i + 1] else 0
                         out.append(hi << 4 | lo)
                 elif kind == "set":
-                    out += (b"\x01\x00" if f[1] else b"\x00\x00") if self.iqr else (b"\x01" if f[1] else b"\x00")
+                    out += (
+                        (b"\x01\x00" if f[1] else b"\x00\x00") if self.iqr else (b"\x01" if f[1] else b"\x00")
+                    )
             return bytes(out)
         parts: list[str] = []
         for f in fields:
@@ -178,17 +206,23 @@ class Codec:
     def batch_read(self, dk: DeviceKind, number: int, count: int, bits: bool = False) -> bytes:
         return self.frame(BATCH_READ, self.sub(bits), [("dev", dk, number), ("u16", count)])
 
-    def random_read(self, words: Sequence[tuple[DeviceKind, int]], dwords: Sequence[tuple[DeviceKind, int]]) -> bytes:
+    def random_read(
+        self, words: Sequence[tuple[DeviceKind, int]], dwords: Sequence[tuple[DeviceKind, int]]
+    ) -> bytes:
         fields: list[Field] = [("u8", len(words)), ("u8", len(dwords))]
         fields += [("dev", dk, n) for dk, n in words]
         fields += [("dev", dk, n) for dk, n in dwords]
         return self.frame(RANDOM_READ, self.sub(False), fields)
 
     def batch_write_words(self, dk: DeviceKind, number: int, words: Sequence[int]) -> bytes:
-        return self.frame(BATCH_WRITE, self.sub(False), [("dev", dk, number), ("u16", len(words)), ("words", list(words))])
+        return self.frame(
+            BATCH_WRITE, self.sub(False), [("dev", dk, number), ("u16", len(words)), ("words", list(words))]
+        )
 
     def batch_write_bits(self, dk: DeviceKind, number: int, bits: Sequence[bool]) -> bytes:
-        return self.frame(BATCH_WRITE, self.sub(True), [("dev", dk, number), ("u16", len(bits)), ("bits", list(bits))])
+        return self.frame(
+            BATCH_WRITE, self.sub(True), [("dev", dk, number), ("u16", len(bits)), ("bits", list(bits))]
+        )
 
     def random_write_bits(self, points: Sequence[tuple[DeviceKind, int, bool]]) -> bytes:
         fields: list[Field] = [("u8", len(points))]
@@ -209,6 +243,7 @@ class Codec:
             return int.from_bytes(header[7:9], "little")
         if header[:4] != b"D000":
             raise Malformed(_not_a_reply(header, self.code))
+        _hex_only(header[14:18])
         try:
             return int(header[14:18], 16)
         except ValueError:
@@ -222,6 +257,7 @@ class Codec:
         if self.binary:
             code = int.from_bytes(body[:2], "little")
         else:
+            _hex_only(body[:4])
             try:
                 code = int(body[:4], 16)
             except ValueError:
@@ -237,6 +273,7 @@ class Codec:
             return list(struct.unpack(f"<{count}H", data))
         if len(data) != 4 * count:
             raise Malformed(f"{len(data)} data characters where {count} words were asked for")
+        _hex_only(data)
         try:
             return [int(data[i : i + 4], 16) for i in range(0, len(data), 4)]
         except ValueError:
@@ -251,6 +288,7 @@ class Codec:
             return list(got[:m]), list(got[m:])
         if len(data) != 4 * m + 8 * n:
             raise Malformed(f"{len(data)} data characters for {m} words and {n} double words")
+        _hex_only(data)
         try:
             w = [int(data[i : i + 4], 16) for i in range(0, 4 * m, 4)]
             d = [int(data[i : i + 8], 16) for i in range(4 * m, len(data), 8)]
@@ -278,8 +316,17 @@ class Codec:
         if len(data) != (18 if self.binary else 20):
             raise Malformed(f"a CPU model reply of {len(data)} bytes")
         name = data[:16].decode("ascii", "replace").rstrip(" \x00")
+        if not self.binary:
+            _hex_only(data[16:20])
         code = int.from_bytes(data[16:18], "little") if self.binary else int(data[16:20], 16)
         return name, code
+
+
+def codec_for(c: McConnection) -> Codec:
+    """The codec of a configured connection; the monitoring timer (250 ms units) follows the
+    timeout, within the manual's recommended 0.25-10 s for the connected station."""
+    timer = max(1, min(0x0028, int(c.timeout * 4 + 0.999)))
+    return Codec(c.code, c.iqr(), c.plc, timer)
 
 
 def ascii_radix(dk: DeviceKind, plc: str) -> int:

@@ -55,7 +55,9 @@ class McConnection(Strict):
 
 
 class McPlannerSettings(Strict):
-    max_gap: int = Field(16, ge=0, le=256, description="unused words a batch read may go through to join two ranges")
+    max_gap: int = Field(
+        16, ge=0, le=256, description="unused words a batch read may go through to join two ranges"
+    )
     random_reads: bool = Field(True, description="gather scattered 1-2 word points into random reads (0403)")
 
 
@@ -63,6 +65,7 @@ class McDevice(DeviceBase):
     protocol: Literal["mc"]
     connection: McConnection
     byte_order: ByteOrder = Field(
-        "CDAB", description="of 32/64-bit values: CDAB = low word first (MELSEC's order), ABCD = high word first"
+        "CDAB",
+        description="of 32/64-bit values: CDAB = low word first (MELSEC's order), ABCD = high word first",
     )
     planner: McPlannerSettings = Field(default_factory=McPlannerSettings)

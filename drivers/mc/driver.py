@@ -15,20 +15,33 @@ import contextlib
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from ..base import DeviceUnreachable, DriverBase, LatencyHistogram, PointError, WriteFailed, WriteTimeout
 from .address import DEVICES
-from .checks import McPlan
+from .checks import McPlan, span_of
 from .codec import HEADER, Codec, EncodeError, EndCodeError, Malformed, McPoint, encode_words
-from .planner import ReadRange, ReadRequest
+from .planner import ReadRange, ReadRequest, plan_reads
 from .response import RangeDecoder
+
+RETRY_REFUSED = 10  # polls between tries of the points a PLC refused
+
+
+@dataclass(slots=True)
+class _Split:
+    frames: list[tuple[ReadRequest, bytes]]
+    ranges: list[ReadRange]
+    decoders: list[RangeDecoder]
+    owners: list[int]  # the device's point index of each point the split requests read
+    refused: dict[int, str]  # point index -> the PLC's reason
+    polls: int = 0
 
 
 def decoders_for(plan: McPlan) -> list[RangeDecoder]:
     return [RangeDecoder(r, [plan.points[i] for i in r.points]) for r in plan.ranges]
 
 
-class McConnection:
+class McLink:
     """One TCP connection speaking 3E frames, one request at a time."""
 
     def __init__(self, host: str, port: int, codec: Codec, timeout: float):
@@ -88,18 +101,20 @@ class McDriver(DriverBase):
         self.requests: list[ReadRequest] = plan.requests
         self._decoders = decoders if decoders is not None else decoders_for(plan)
         self._describe = describe or f"{host}:{port}"
-        self._conn = McConnection(host, port, codec, timeout)
+        self._conn = McLink(host, port, codec, timeout)
         self._frames = [self._frame(req) for req in self.requests]
+        self._split: dict[int, _Split] = {}  # refused requests, read without their refused points
         self.request_count = 0
         self.error_count = 0
         self.latency = LatencyHistogram()
 
-    def _frame(self, req: ReadRequest) -> bytes:
+    def _frame(self, req: ReadRequest, ranges: Sequence[ReadRange] | None = None) -> bytes:
+        rs = self.ranges if ranges is None else ranges
         if not req.random:
-            r = self.ranges[req.ranges[0]]
+            r = rs[req.ranges[0]]
             return self.codec.batch_read(DEVICES[r.device], r.start, r.words)
-        words = [(DEVICES[r.device], r.start) for n in req.ranges if (r := self.ranges[n]).words == 1]
-        dwords = [(DEVICES[r.device], r.start) for n in req.ranges if (r := self.ranges[n]).words == 2]
+        words = [(DEVICES[r.device], r.start) for n in req.ranges if (r := rs[n]).words == 1]
+        dwords = [(DEVICES[r.device], r.start) for n in req.ranges if (r := rs[n]).words == 2]
         return self.codec.random_read(words, dwords)
 
     # ---- connection ----
@@ -140,10 +155,12 @@ class McDriver(DriverBase):
 
     # ---- reading ----
 
-    async def _read_request(self, req: ReadRequest, frame: bytes) -> list[list[int]]:
+    async def _read_request(
+        self, req: ReadRequest, frame: bytes, all_ranges: Sequence[ReadRange] | None = None
+    ) -> list[list[int]]:
         """The words of each range of a request."""
         data = await self._exchange(frame)
-        ranges = [self.ranges[n] for n in req.ranges]
+        ranges = [(self.ranges if all_ranges is None else all_ranges)[n] for n in req.ranges]
         if not req.random:
             return [self.codec.words(data, ranges[0].words)]
         m = sum(1 for r in ranges if r.words == 1)
@@ -165,12 +182,23 @@ class McDriver(DriverBase):
         answered = 0
         last_failure = f"no response within {self.timeout:g}s"
         for n, (req, frame) in enumerate(zip(self.requests, self._frames, strict=True)):
+            if not self.connected:  # closed after a bad reply or a point read alone
+                await self._reopen_or_mark(n, values, last_failure)
+                if not self.connected:
+                    break
             try:
+                if n in self._split:
+                    await self._read_split(n, values)
+                    answered += 1
+                    continue
                 got = await self._read_request(req, frame)
             except EndCodeError as exc:
                 self.error_count += 1
                 answered += 1
-                await self._point_by_point(req, exc, values)
+                self._split.pop(n, None)
+                refused = await self._point_by_point(req, exc, values)
+                if refused and self.connected:
+                    self._split[n] = self._make_split(req, refused)
                 continue
             except Malformed as exc:
                 self.error_count += 1
@@ -192,7 +220,9 @@ class McDriver(DriverBase):
             except (OSError, asyncio.IncompleteReadError) as exc:
                 self.error_count += 1
                 await self.close()
-                raise DeviceUnreachable(f"connection to {self.host}:{self.port} lost: {_short(exc)}") from None
+                raise DeviceUnreachable(
+                    f"connection to {self.host}:{self.port} lost: {_short(exc)}"
+                ) from None
             answered += 1
             for k, words in zip(req.ranges, got, strict=True):
                 self._decode(k, words, values)
@@ -225,33 +255,96 @@ class McDriver(DriverBase):
             for i in self.ranges[k].points:
                 values[i] = bad
 
-    async def _point_by_point(self, req: ReadRequest, exc: EndCodeError, values: list[object]) -> None:
-        """A refused request read again one point at a time: only refused points go bad."""
+    async def _point_by_point(
+        self, req: ReadRequest, exc: EndCodeError, values: list[object]
+    ) -> dict[int, str]:
+        """A refused request read again one point at a time: only refused points go bad.
+        Returns the refused points' reasons (point index -> reason)."""
         indexes = [i for k in req.ranges for i in self.ranges[k].points]
         if len(indexes) == 1:
             values[indexes[0]] = PointError(str(exc))
-            return
+            return {}
+        refused: dict[int, str] = {}
         for i in indexes:
-            p = self.points[i]
-            words = 1 if p.kind.bit else p.words
-            try:
-                data = await self._exchange(self.codec.batch_read(p.kind, p.number, words))
-                got = self.codec.words(data, words)
-            except EndCodeError as one:
-                self.error_count += 1
-                values[i] = PointError(str(one))
+            if not self.connected:
+                values[i] = PointError("not read: the connection was lost")
                 continue
-            except Malformed as bad:
-                self.error_count += 1
-                values[i] = PointError(f"malformed reply: {bad}")
-                await self.close()
-                await self._reopen_or_mark(len(self.requests), values, str(bad))
-                continue
-            one_range = ReadRange(p.device, p.kind.bit, p.number, words, (0,))
-            try:
-                values[i] = RangeDecoder(one_range, [p]).decode(got)[0]
-            except Exception as err:
-                values[i] = PointError(f"malformed reply: {_short(err)}")
+            reason = await self._read_point(i, values)
+            if reason is not None:
+                refused[i] = reason
+        return refused
+
+    async def _read_point(self, i: int, values: list[object]) -> str | None:
+        """One point read alone into values[i]; the end code's reason if the PLC refuses it."""
+        p = self.points[i]
+        words = 1 if p.kind.bit else p.words
+        try:
+            data = await self._exchange(self.codec.batch_read(p.kind, p.number, words))
+            got = self.codec.words(data, words)
+        except EndCodeError as one:
+            self.error_count += 1
+            values[i] = PointError(str(one))
+            return str(one)
+        except Malformed as bad:
+            self.error_count += 1
+            values[i] = PointError(f"malformed reply: {bad}")
+            await self.close()
+            await self._reopen_or_mark(len(self.requests), values, str(bad))
+            return None
+        except (TimeoutError, OSError, asyncio.IncompleteReadError) as err:
+            self.error_count += 1
+            values[i] = PointError(
+                "timeout" if isinstance(err, TimeoutError) else f"connection lost: {_short(err)}"
+            )
+            await self.close()
+            return None
+        one_range = ReadRange(p.device, p.kind.bit, p.number, words, (0,))
+        try:
+            values[i] = RangeDecoder(one_range, [p]).decode(got)[0]
+        except Exception as err:
+            values[i] = PointError(f"malformed reply: {_short(err)}")
+        return None
+
+    def _make_split(self, req: ReadRequest, refused: dict[int, str]) -> _Split:
+        """The requests that read a refused request's other points (planned again without the
+        refused ones, reading no word between points), so that later polls do not send the
+        request the PLC refuses and then every point alone."""
+        good = [i for k in req.ranges for i in self.ranges[k].points if i not in refused]
+        ranges, requests = plan_reads([span_of(self.points[i]) for i in good], 0, self.codec.iqr)
+        decoders = [RangeDecoder(r, [self.points[good[j]] for j in r.points]) for r in ranges]
+        frames = [(q, self._frame(q, ranges)) for q in requests]
+        return _Split(frames, ranges, decoders, good, refused)
+
+    async def _read_split(self, n: int, values: list[object]) -> None:
+        """A refused request's points: the others with their own requests, the refused ones
+        marked with their reason, and tried alone again every RETRY_REFUSED polls (back to the
+        whole request once the PLC serves them all)."""
+        s = self._split[n]
+        s.polls += 1
+        for q, frame in s.frames:
+            got = await self._read_request(q, frame, s.ranges)
+            for k, words in zip(q.ranges, got, strict=True):
+                r = s.ranges[k]
+                try:
+                    decoded = s.decoders[k].decode(words)
+                except Exception as exc:
+                    bad = PointError(f"malformed reply: {_short(exc)}")
+                    decoded = [bad] * len(r.points)
+                for j, v in zip(r.points, decoded, strict=True):
+                    values[s.owners[j]] = v
+        if s.polls % RETRY_REFUSED:
+            for i, reason in s.refused.items():
+                values[i] = PointError(reason)
+            return
+        still: dict[int, str] = {}
+        for i in s.refused:
+            why = await self._read_point(i, values)
+            if why is not None:
+                still[i] = why
+        if still:
+            s.refused = still
+        else:
+            del self._split[n]
 
     # ---- writing ----
 

@@ -79,7 +79,9 @@ def coalesce(spans: Sequence[Span], max_gap: int, max_words: int = MAX_BATCH_WOR
         ranges.append(ReadRange(device, bitdev, start, _extent(bitdev, start, end), tuple(cur)))
     for r in ranges:
         if r.words > max_words:
-            raise PlanError(f"{r.device}{r.start}: {r.words} words in one point, more than one request reads ({max_words})")
+            raise PlanError(
+                f"{r.device}{r.start}: {r.words} words in one point, more than one request reads ({max_words})"
+            )
     return ranges
 
 
@@ -97,7 +99,11 @@ def pack(ranges: Sequence[ReadRange], iqr: bool = False, random: bool = True) ->
 
 
 def plan_reads(
-    spans: Sequence[Span], max_gap: int = 16, iqr: bool = False, max_words: int = MAX_BATCH_WORDS, random: bool = True
+    spans: Sequence[Span],
+    max_gap: int = 16,
+    iqr: bool = False,
+    max_words: int = MAX_BATCH_WORDS,
+    random: bool = True,
 ) -> tuple[list[ReadRange], list[ReadRequest]]:
     ranges = coalesce(spans, max_gap, max_words)
     return ranges, pack(ranges, iqr, random)

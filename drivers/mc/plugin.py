@@ -18,14 +18,6 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
 
-def codec_for(dev: McDevice):  # type: ignore[no-untyped-def]
-    from .codec import Codec
-
-    c = dev.connection
-    timer = max(1, min(0x0028, int(c.timeout * 4 + 0.999)))  # monitoring timer, 250 ms units
-    return Codec(c.code, c.iqr(), c.plc, timer)
-
-
 class McPlugin(PluginBase):
     name = "mc"
     protocols = ("mc",)
@@ -56,10 +48,11 @@ class McPlugin(PluginBase):
         self, ctx: Context, dev: DeviceBase, points: list[DictionaryEntry], plan: object
     ) -> Driver:
         assert isinstance(dev, McDevice) and isinstance(plan, McPlan)
+        from .codec import codec_for
         from .driver import McDriver, decoders_for
 
         c = dev.connection
-        return McDriver(c.host, c.port, codec_for(dev), c.timeout, plan, decoders_for(plan), c.describe())
+        return McDriver(c.host, c.port, codec_for(c), c.timeout, plan, decoders_for(plan), c.describe())
 
     def simulators(
         self,

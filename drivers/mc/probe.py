@@ -24,26 +24,35 @@ OPEN_SETTING = (
 
 async def probe(dev: McDevice, plan: McPlan | None, timeout: float) -> list[Probe]:
     from .checks import McPlan as Plan
-    from .codec import EndCodeError, Malformed
-    from .driver import McConnection, McDriver
-    from .plugin import codec_for
+    from .codec import EndCodeError, Malformed, codec_for
+    from .driver import McDriver, McLink
 
     c = dev.connection
-    codec = codec_for(dev)
+    codec = codec_for(c)
     wait = min(c.timeout, timeout)
-    conn = McConnection(c.host, c.port, codec, wait)
+    conn = McLink(c.host, c.port, codec, wait)
     try:
         await conn.open()
     except (TimeoutError, OSError) as exc:
-        return [Probe("FAIL", f"MC connection to {c.describe()}: {exc or 'timed out'}", "check the address and " + OPEN_SETTING)]
+        return [
+            Probe(
+                "FAIL",
+                f"MC connection to {c.describe()}: {exc or 'timed out'}",
+                "check the address and " + OPEN_SETTING,
+            )
+        ]
     out: list[Probe] = []
     try:
         try:
             name, mcode = codec.model_name(await conn.exchange(codec.cpu_model()))
-            out.append(Probe("ok", f"MC 3E {c.code} on {c.host}:{c.port}: CPU {name} (model code {mcode:04X}H)"))
+            out.append(
+                Probe("ok", f"MC 3E {c.code} on {c.host}:{c.port}: CPU {name} (model code {mcode:04X}H)")
+            )
         except EndCodeError as exc:
             # some modules and iQ-F firmware refuse 0101; a refusal still proves MC answers
-            out.append(Probe("ok", f"MC 3E {c.code} on {c.host}:{c.port} answers (CPU model not given: {exc})"))
+            out.append(
+                Probe("ok", f"MC 3E {c.code} on {c.host}:{c.port} answers (CPU model not given: {exc})")
+            )
         except (Malformed, TimeoutError, OSError, EOFError) as exc:
             await conn.close()
             return [*out, await _why_silent(dev, codec, wait, exc)]
@@ -56,7 +65,13 @@ async def probe(dev: McDevice, plan: McPlan | None, timeout: float) -> list[Prob
         try:
             values = await driver.read()
         except DeviceUnreachable as exc:
-            out.append(Probe("FAIL", f"reading: {exc}", "check the network and that no other client holds the connection"))
+            out.append(
+                Probe(
+                    "FAIL",
+                    f"reading: {exc}",
+                    "check the network and that no other client holds the connection",
+                )
+            )
             return out
         finally:
             await driver.close()
@@ -75,16 +90,20 @@ async def probe(dev: McDevice, plan: McPlan | None, timeout: float) -> list[Prob
 
 async def _why_silent(dev: McDevice, codec: object, wait: float, exc: BaseException) -> Probe:
     from .codec import Codec, EndCodeError, Malformed
-    from .driver import McConnection
+    from .driver import McLink
 
     assert isinstance(codec, Codec)
     c = dev.connection
     what = f"malformed reply: {exc}" if isinstance(exc, Malformed) else f"no MC reply within {wait:g}s"
     other = "ascii" if c.code == "binary" else "binary"
     if "ASCII-coded" in str(exc) or "binary-coded" in str(exc):
-        return Probe("FAIL", f"MC 3E {c.code} on {c.host}:{c.port}: {what}", f"set code: {other} (or the connection's data code in GX Works to {c.code})")
+        return Probe(
+            "FAIL",
+            f"MC 3E {c.code} on {c.host}:{c.port}: {what}",
+            f"set code: {other} (or the connection's data code in GX Works to {c.code})",
+        )
     alt = dataclasses.replace(codec, code=other)
-    conn = McConnection(c.host, c.port, alt, wait)
+    conn = McLink(c.host, c.port, alt, wait)
     try:
         await conn.open()
         await conn.exchange(alt.cpu_model())

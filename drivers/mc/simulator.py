@@ -54,14 +54,48 @@ FAULTS = ("none", "silent", "drop", "garbage", "refuse", "restart")
 # device points of a CPU with default device settings (the simulator's choice; a real CPU's
 # parameters decide): Q/L/iQ-R as a QnU CPU's defaults, iQ-F as an FX5U's
 MEMORY = {
-    "Q": {"X": 8192, "Y": 8192, "M": 8192, "L": 8192, "F": 2048, "B": 8192, "SM": 2048, "D": 12288,
-          "W": 8192, "R": 32768, "ZR": 65536, "SD": 2048, "TN": 2048, "CN": 1024},
-    "iQ-F": {"X": 1024, "Y": 1024, "M": 7680, "L": 7680, "F": 128, "B": 256, "SM": 10000, "D": 8000,
-             "W": 512, "R": 32768, "SD": 12000, "TN": 512, "CN": 256},
+    "Q": {
+        "X": 8192,
+        "Y": 8192,
+        "M": 8192,
+        "L": 8192,
+        "F": 2048,
+        "B": 8192,
+        "SM": 2048,
+        "D": 12288,
+        "W": 8192,
+        "R": 32768,
+        "ZR": 65536,
+        "SD": 2048,
+        "TN": 2048,
+        "CN": 1024,
+    },
+    "iQ-F": {
+        "X": 1024,
+        "Y": 1024,
+        "M": 7680,
+        "L": 7680,
+        "F": 128,
+        "B": 256,
+        "SM": 10000,
+        "D": 8000,
+        "W": 512,
+        "R": 32768,
+        "SD": 12000,
+        "TN": 512,
+        "CN": 256,
+    },
 }
 MEMORY["L"] = MEMORY["Q"]
 MEMORY["iQ-R"] = {**MEMORY["Q"], "X": 12288, "Y": 12288, "SM": 4096, "SD": 4096}
-MODEL = {"Q": ("Q03UDVCPU", 0x0366), "L": ("L26CPU-BT", 0x0543), "iQ-R": ("R04CPU", 0x4801), "iQ-F": ("FX5U-32MR/ES", 0x4A21)}
+# what 0101 answers: a model name of each family; the model codes are placeholders of the
+# simulator, not Mitsubishi's code list
+MODEL = {
+    "Q": ("Q03UDVCPU", 0x0366),
+    "L": ("L26CPU-BT", 0x0543),
+    "iQ-R": ("R04CPU", 0x4801),
+    "iQ-F": ("FX5U-32MR/ES", 0x4A21),
+}
 
 C050, C056, C059, C05C, C061 = 0xC050, 0xC056, 0xC059, 0xC05C, 0xC061
 
@@ -92,12 +126,14 @@ class SimulatedPlc:
     started: float = field(default_factory=time.monotonic)
     requests: int = 0
     on_fault: Any = None
-    memory: dict[str, array] = field(default_factory=dict)  # type: ignore[type-arg]
+    memory: dict[str, array[int]] = field(default_factory=dict)
     _refreshed: float = 0.0
 
     def __post_init__(self) -> None:
         for name, size in MEMORY[self.plc].items():
-            self.memory[name] = array("B" if DEVICES[name].bit else "H", bytes(size * (1 if DEVICES[name].bit else 2)))
+            self.memory[name] = array(
+                "B" if DEVICES[name].bit else "H", bytes(size * (1 if DEVICES[name].bit else 2))
+            )
 
     def set_fault(self, fault: Fault) -> None:
         self.fault = fault
@@ -208,7 +244,7 @@ class _Fields:
                 raise Refused(0xC05B)
             return dk, number
         text = self._take(12 if self.iqr else 8).decode("latin-1")
-        name = text[:4 if self.iqr else 2].rstrip("* ")
+        name = text[: 4 if self.iqr else 2].rstrip("* ")
         dk = DEVICES.get(name)
         if dk is None:
             raise Refused(0xC05B)
@@ -249,7 +285,7 @@ class McServer:
         body = f"{end:04X}".encode() + (data if not end else b"00FF03FF00" + b"00000000")
         return f"D00000FF03FF00{len(body):04X}".encode() + body
 
-    def _check(self, dk: DeviceKind, start: int, count: int) -> array:  # type: ignore[type-arg]
+    def _check(self, dk: DeviceKind, start: int, count: int) -> array[int]:
         mem = self.plc.memory.get(dk.name)
         if mem is None:
             raise Refused(0xC05B)
@@ -305,7 +341,9 @@ class McServer:
             if count > 960:
                 raise Refused(0xC051)
             words = self._words(dk, start, count)
-            return struct.pack(f"<{count}H", *words) if binary else "".join(f"{w:04X}" for w in words).encode()
+            return (
+                struct.pack(f"<{count}H", *words) if binary else "".join(f"{w:04X}" for w in words).encode()
+            )
         if cmd == RANDOM_READ and sub & ~2 == 0:
             m, n = f.u8(), f.u8()
             if m + n > (96 if iqr else 192) or m + n == 0:
@@ -376,10 +414,13 @@ class McSimulator:
         self._writers: set[asyncio.StreamWriter] = set()
         self._restart: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Future[None]] = set()
         plc.on_fault = self._on_fault
 
     def describe(self) -> list[str]:
-        return [f"{self.plc.id}: mc {self.host}:{self.port} ({self.plc.plc}, {self.plc.code}), {len(self.plc.points)} points"]
+        return [
+            f"{self.plc.id}: mc {self.host}:{self.port} ({self.plc.plc}, {self.plc.code}), {len(self.plc.points)} points"
+        ]
 
     async def _serve(self) -> None:
         for _ in range(100):
@@ -428,8 +469,12 @@ class McSimulator:
                         writer.write(_ascii_error(C050))
                         await writer.drain()
                         continue
-                    await asyncio.sleep(3600)  # a binary module waits for the rest of a frame
+                    while await reader.read(4096):  # a binary module waits for the rest of a frame
+                        pass
                     return
+                if len(request) < (15 if code == "binary" else 30):
+                    writer.write(self.server._reply(code == "binary", C061))
+                    continue
                 if code == "binary":
                     cmd, sub = struct.unpack_from("<HH", request, 11)
                     rest = request[15:]
@@ -473,8 +518,10 @@ class McSimulator:
         def go() -> None:
             if self._restart is not None:
                 self._restart.cancel()
-            asyncio.ensure_future(self._halt())
-            self._restart = loop.call_later(fault.delay, lambda: asyncio.ensure_future(self._come_back()))
+            self._tasks.add(asyncio.ensure_future(self._halt()))
+            self._restart = loop.call_later(
+                fault.delay, lambda: self._tasks.add(asyncio.ensure_future(self._come_back()))
+            )
 
         try:
             running = asyncio.get_running_loop()

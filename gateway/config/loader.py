@@ -12,6 +12,7 @@ from types import UnionType
 from typing import Any
 
 from edgegw.drivers.registry import protocols
+from edgegw.identifier.rules import check_node_files
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from .checks import ResolvedDevice, check
@@ -72,6 +73,7 @@ def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None)
         issues += _located(problems, smap)
         raise ConfigError(issues) from None
     devices, problems = check(cfg, valid, set())
+    problems += check_node_files(cfg, Path(path).parent)
     issues += _located(problems, smap)
     warnings, queue_problems = _queue_settings(cfg, smap)
     issues += queue_problems

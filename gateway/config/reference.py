@@ -10,6 +10,7 @@ import typing
 from typing import Any, Literal
 
 from edgegw.drivers.registry import plugins
+from edgegw.identifier.settings import IdentifierNode
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
@@ -37,6 +38,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("northbound", Northbound),
     ("queue", QueueSettings),
     ("identifier", IdentifierSettings),
+    ("identifier.node", IdentifierNode),
     ("api", ApiSettings),
 ]
 

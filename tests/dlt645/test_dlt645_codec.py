@@ -155,3 +155,26 @@ def test_checksum_error_is_reported() -> None:
     good[-2] ^= 0x01
     _, got = parse(good)
     assert isinstance(got, BadFrame) and "checksum" in got.reason
+
+
+def test_a_fake_header_in_line_noise_does_not_hide_the_reply() -> None:
+    reply = frame(address_bytes("000000001234"), 0x91, (0x02010100).to_bytes(4, "little") + b"\x14\x23")
+    header = bytes.fromhex("68 21 43 65 87 09 00 68 11")
+    # a length over 200 is no frame's: that 0x68 is noise
+    fake = header + b"\xff"
+    used, got = parse(fake + reply)
+    assert isinstance(got, Frame) and got.address_text == "000000001234"
+    assert used == len(fake) + len(reply)
+    # a length no longer than 200 whose frame is not complete yet, and a whole frame after it
+    fake = header + b"\x50"
+    used, got = parse(fake + reply)
+    assert isinstance(got, Frame) and got.address_text == "000000001234"
+    assert used == len(fake) + len(reply)
+    # a fake frame that covers the reply and is complete: reported bad with only its first byte
+    # consumed, then the reply it covered is found
+    stream = header + bytes([len(reply)]) + reply + b"\x00\x16"
+    used, got = parse(stream)
+    assert isinstance(got, BadFrame) and "checksum" in got.reason and used == 1
+    more, got = parse(stream[used:])
+    assert isinstance(got, Frame) and got.address_text == "000000001234"
+    assert used + more == len(stream) - 2

@@ -143,5 +143,21 @@ northbound:
         plant.ctl("DELETE", "/devices/meter-b/fault")
         seen = len(plant.sub.data("meter-b"))
         wait_for(lambda: len(plant.good("meter-b", seen)) >= 1, 10, "meter-b back")
+
+        # the adapter is pulled: both meters offline with the port named; plugged back, both read
+        plant.ctl("DELETE", "/devices/meter-a/port")
+        for d in ("meter-a", "meter-b"):
+            wait_for(
+                lambda d=d: any(
+                    s["state"] == "offline" and "not found" in s.get("reason", "")
+                    for s in plant.sub.json(f"/{d}/status")
+                ),
+                10,
+                f"{d} offline without its port",
+            )
+        plant.ctl("PUT", "/devices/meter-a/port")
+        seen_a, seen_b = len(plant.sub.data("meter-a")), len(plant.sub.data("meter-b"))
+        wait_for(lambda: len(plant.good("meter-a", seen_a)) >= 1, 10, "meter-a back on the port")
+        wait_for(lambda: len(plant.good("meter-b", seen_b)) >= 1, 10, "meter-b back on the port")
     finally:
         plant.stop()

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from edgegw.drivers.base import DeviceUnreachable, PointError, WriteFailed, WriteTimeout
-from edgegw.drivers.mc.driver import McDriver
+from edgegw.drivers.mc.driver import RETRY_REFUSED, McDriver
 from edgegw.drivers.mc.simulator import McSimulator
 from edgegw.drivers.registry import plugin_for
 from edgegw.gateway.config import load_config
@@ -125,7 +125,9 @@ def hold_all(sim: McSimulator, values: dict[str, Any]) -> None:
         assert sim.plc.hold(k, v), k
 
 
-@pytest.mark.parametrize(("plc", "code"), [("Q", "binary"), ("Q", "ascii"), ("iQ-R", "binary"), ("iQ-R", "ascii")])
+@pytest.mark.parametrize(
+    ("plc", "code"), [("Q", "binary"), ("Q", "ascii"), ("iQ-R", "binary"), ("iQ-R", "ascii")]
+)
 def test_every_device_and_type_decodes_exactly(tmp_path: Path, plc: str, code: str) -> None:
     async def job(d: McDriver, sim: McSimulator) -> None:
         hold_all(sim, EXACT)
@@ -177,8 +179,22 @@ def test_writes_land_in_the_plc_memory(tmp_path: Path) -> None:
         assert bytes(mem["D"][400:404].tobytes()) == b"R-99\x00\x00\x00\x00"  # first character low byte
         assert (mem["M"][10], mem["M"][27], mem["Y"][0x20], mem["B"][0x1A]) == (1, 1, 1, 0)
         got = dict(zip(ids(d), await d.read(), strict=True))
-        assert (got["temp"], got["counter"], got["name"], got["run"], got["run2"], got["lamp"], got["link"]) == (
-            -2, 70000, "R-99", True, True, True, False,
+        assert (
+            got["temp"],
+            got["counter"],
+            got["name"],
+            got["run"],
+            got["run2"],
+            got["lamp"],
+            got["link"],
+        ) == (
+            -2,
+            70000,
+            "R-99",
+            True,
+            True,
+            True,
+            False,
         )
         with pytest.raises(WriteFailed, match="longer than 7 characters"):
             await d.write("name", "x" * 8)
@@ -200,10 +216,23 @@ def test_a_refused_range_is_read_point_by_point(tmp_path: Path) -> None:
         for k in set(EXACT) - beyond:
             assert not isinstance(got[k], PointError), (k, got[k])
         assert d.connected  # an end code is an answer: still online
+        # later polls read the other points without the refused request and without reading
+        # each point alone: the refused points keep their reason
+        sent = d.request_count
+        again = dict(zip(ids(d), await d.read(), strict=True))
+        assert d.request_count - sent <= len(d.requests) + 2, d.request_count - sent
+        assert {k for k, v in again.items() if isinstance(v, PointError)} == beyond
+        assert all(again[k].reason == got[k].reason for k in beyond)
         with pytest.raises(WriteFailed, match="C056"):
             await d.write("name", "x")
         sim.plc.set_fault(Fault())
-        assert not any(isinstance(v, PointError) for v in await d.read())
+        for _ in range(RETRY_REFUSED):  # the refused points are tried again every few polls
+            values = await d.read()
+        assert not any(isinstance(v, PointError) for v in values)
+        assert not d._split  # back to the planned requests
+        sent = d.request_count
+        await d.read()
+        assert d.request_count - sent == len(d.requests)
 
     with_plc(tmp_path, job)
 

@@ -13,6 +13,7 @@ station (network 00, PC FF, I/O 03FF, station 00, monitoring timer 0010H) as the
 
 from __future__ import annotations
 
+import contextlib
 import struct
 
 import pytest
@@ -60,7 +61,9 @@ def test_batch_read_words_ascii_as_published() -> None:
 
 
 def test_batch_read_bits_as_published() -> None:
-    assert BIN.batch_read(M, 100, 8, bits=True) == h("50 00 00 FF FF 03 00 0C 00 10 00 01 04 01 00 64 00 00 90 08 00")
+    assert BIN.batch_read(M, 100, 8, bits=True) == h(
+        "50 00 00 FF FF 03 00 0C 00 10 00 01 04 01 00 64 00 00 90 08 00"
+    )
     assert BIN.bits(h("00 01 00 11"), 8) == [False, False, False, True, False, False, True, True]
     assert ASC.batch_read(M, 100, 8, bits=True) == b"500000FF03FF000018001004010001M*0001000008"
     assert ASC.bits(b"00010011", 8) == [False, False, False, True, False, False, True, True]
@@ -89,12 +92,17 @@ def test_random_read_as_published() -> None:
         "20 00 00 9C DC 05 00 A8 60 01 00 9D 57 04 00 90"
     )
     ascii_frame = ASC.random_read([(D, 0), (TN, 0), (M, 100), (X, 0x20)], [(D, 1500), (Y, 0x160), (M, 1111)])
-    assert ascii_frame == b"500000FF03FF0000480010040300000403D*000000TN000000M*000100X*000020D*001500Y*000160M*001111"
+    assert (
+        ascii_frame
+        == b"500000FF03FF0000480010040300000403D*000000TN000000M*000100X*000020D*001500Y*000160M*001111"
+    )
 
 
 def test_iqr_subcommands_as_published() -> None:
     iqr = Codec("binary", iqr=True)
-    assert iqr.batch_read(D, 100, 3) == h("50 00 00 FF FF 03 00 0E 00 10 00 01 04 02 00 64 00 00 00 A8 00 03 00")
+    assert iqr.batch_read(D, 100, 3) == h(
+        "50 00 00 FF FF 03 00 0E 00 10 00 01 04 02 00 64 00 00 00 A8 00 03 00"
+    )
     assert iqr.batch_read(M, 100, 8, bits=True) == h(
         "50 00 00 FF FF 03 00 0E 00 10 00 01 04 03 00 64 00 00 00 90 00 08 00"
     )
@@ -159,7 +167,11 @@ def test_low_word_first_is_the_default_and_abcd_swaps() -> None:
         encode_words(s, "ABCD")
 
 
-@given(st.sampled_from(["binary", "ascii"]), st.booleans(), st.lists(st.integers(0, 0xFFFF), min_size=1, max_size=40))
+@given(
+    st.sampled_from(["binary", "ascii"]),
+    st.booleans(),
+    st.lists(st.integers(0, 0xFFFF), min_size=1, max_size=40),
+)
 def test_write_frames_parse_back_in_the_simulator(code: str, iqr: bool, words: list[int]) -> None:
     codec = Codec(code, iqr, "iQ-R" if iqr else "Q")
     plc = SimulatedPlc("p", "iQ-R" if iqr else "Q", code, iqr, [])
@@ -175,7 +187,11 @@ def test_write_frames_parse_back_in_the_simulator(code: str, iqr: bool, words: l
     assert codec.words(codec.payload(reply[9 if code == "binary" else 18 :]), len(words)) == words
 
 
-@given(st.sampled_from(["binary", "ascii"]), st.lists(st.booleans(), min_size=1, max_size=64), st.integers(0, 7000))
+@given(
+    st.sampled_from(["binary", "ascii"]),
+    st.lists(st.booleans(), min_size=1, max_size=64),
+    st.integers(0, 7000),
+)
 def test_bit_frames_round_trip(code: str, bits: list[bool], start: int) -> None:
     codec = Codec(code)
     plc = SimulatedPlc("p", "Q", code, False, [])
@@ -254,7 +270,9 @@ def test_addresses(text: str, plc: str, expected: McAddress) -> None:
     ],
 )
 def test_address_errors(text: str, plc: str, message: str) -> None:
-    with pytest.raises(AddressError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")):
+    with pytest.raises(
+        AddressError, match=message.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")
+    ):
         parse_address(text, plc)
 
 
@@ -281,10 +299,18 @@ def test_any_text_is_an_address_or_a_reason(text: str, plc: str) -> None:
 
 def test_contiguous_words_are_one_batch_and_scattered_ones_random() -> None:
     spans = [Span("D", False, 100, 1), Span("D", False, 101, 2), Span("D", False, 110, 4)]
-    spans += [Span("D", False, 5000, 1), Span("W", False, 0x20, 2), Span("M", True, 10, 1), Span("M", True, 25, 1)]
+    spans += [
+        Span("D", False, 5000, 1),
+        Span("W", False, 0x20, 2),
+        Span("M", True, 10, 1),
+        Span("M", True, 25, 1),
+    ]
     ranges, requests = plan_reads(spans, max_gap=16)
     assert [(r.device, r.start, r.words) for r in ranges] == [
-        ("D", 100, 14), ("D", 5000, 1), ("M", 10, 1), ("W", 32, 2)
+        ("D", 100, 14),
+        ("D", 5000, 1),
+        ("M", 10, 1),
+        ("W", 32, 2),
     ]
     assert [(q.random, q.ranges) for q in requests] == [(False, (0,)), (True, (1, 2, 3))]
 
@@ -292,14 +318,18 @@ def test_contiguous_words_are_one_batch_and_scattered_ones_random() -> None:
 @settings(max_examples=200)
 @given(
     st.lists(
-        st.tuples(st.sampled_from(["D", "W", "M", "X"]), st.integers(0, 5000), st.sampled_from([1, 2, 4, 40])),
+        st.tuples(
+            st.sampled_from(["D", "W", "M", "X"]), st.integers(0, 5000), st.sampled_from([1, 2, 4, 40])
+        ),
         min_size=1,
         max_size=80,
     ),
     st.integers(0, 64),
     st.booleans(),
 )
-def test_every_point_is_read_within_the_frame_limits(raw: list[tuple[str, int, int]], gap: int, iqr: bool) -> None:
+def test_every_point_is_read_within_the_frame_limits(
+    raw: list[tuple[str, int, int]], gap: int, iqr: bool
+) -> None:
     spans = [Span(d, DEVICES[d].bit, s, 1 if DEVICES[d].bit else n) for d, s, n in raw]
     ranges, requests = plan_reads(spans, gap, iqr)
     covered = sorted(i for r in ranges for i in r.points)
@@ -335,3 +365,32 @@ def test_model_name_reply() -> None:
     assert BIN.model_name(data) == ("Q03UDVCPU", 0x366)
     with pytest.raises(Malformed):
         BIN.model_name(b"short")
+
+
+@settings(max_examples=300)
+@given(
+    st.sampled_from(["binary", "ascii"]),
+    st.sampled_from([0x0401, 0x0403, 0x1401, 0x1402, 0x0101, 0x0619]),
+    st.integers(0, 3),
+    st.binary(max_size=40),
+)
+def test_the_simulator_answers_any_request_with_a_reply(code: str, cmd: int, sub: int, rest: bytes) -> None:
+    plc = SimulatedPlc("p", "iQ-R", code, True, [])
+    reply = McServer(plc).answer(code, cmd, sub, rest)
+    codec = Codec(code)
+    n = codec.body_length(reply[: 9 if code == "binary" else 18])
+    assert len(reply) == (9 if code == "binary" else 18) + n
+
+
+def test_ascii_data_must_be_hex_digits() -> None:
+    for bad in (b"-1FF", b" 1F ", b"1_2F", b"+001"):
+        with pytest.raises(Malformed):
+            ASC.words(bad, 1)
+    with pytest.raises(Malformed):
+        ASC.body_length(b"D00000FF03FF00-010")
+
+
+@given(st.sampled_from(["binary", "ascii"]), st.binary(min_size=18, max_size=20))
+def test_any_model_reply_is_a_name_or_malformed(code: str, data: bytes) -> None:
+    with contextlib.suppress(Malformed):
+        Codec(code).model_name(data)
