@@ -43,9 +43,11 @@ def write_config(
     api_port: int | None = None,
     publish: str = "always",
     changing: float = 1.0,
+    computed: int = 0,
 ) -> Path:
     """`changing`: the share of each device's points whose value moves; the others hold still
-    (int16, scale 1, range [100, 101]: the simulator's sine stays within 100.15..100.85)."""
+    (int16, scale 1, range [100, 101]: the simulator's sine stays within 100.15..100.85).
+    `computed`: points per device computed from the read ones (four kinds of formula in turn)."""
     lines = [
         "gateway: {id: gw-bench, data_dir: " + str(tmp / "data") + "}",
         "models:",
@@ -58,6 +60,16 @@ def write_config(
         lines.append(
             f"      - {{id: p{i:04d}, type: int16, {kind}, unit: CEL, modbus: {{address: 'hr:{i}'}}}}"
         )
+    formulas = (
+        "p{a} * 1.8 + 32",
+        "max(p{a}, p{b}) - min(p{a}, p{b})",
+        "sqrt(p{a}**2 + p{b}**2)",
+        "1 if p{a} > p{b} else 0",
+    )
+    for c in range(computed):
+        a, b = c % points, (c + 1) % points
+        text = formulas[c % len(formulas)].format(a=f"{a:04d}", b=f"{b:04d}")
+        lines.append(f'      - {{id: c{c:04d}, type: float64, compute: "{text}"}}')
     lines.append("devices:")
     for d in range(devices):
         port = ports[d % len(ports)]

@@ -60,6 +60,7 @@ def main() -> None:
     ap.add_argument("--publish", choices=["always", "on_change"], default="always")
     ap.add_argument("--changing", type=float, default=1.0, help="share of the values that change")
     ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--computed", type=int, default=0, help="computed points per device (besides --points)")
     ap.add_argument("--sim-processes", type=int, default=2)
     ap.add_argument("--no-ceiling", action="store_true", help="skip the bare pymodbus client run")
     ap.add_argument(
@@ -86,6 +87,7 @@ def main() -> None:
         args.sim_processes,
         args.seconds,
         ceiling=not (args.no_ceiling or args.smoke),
+        computed=args.computed,
     )
     if args.smoke:
         _check(result)
@@ -102,8 +104,10 @@ def scenario(
     sim_processes: int,
     window: float,
     ceiling: bool,
+    computed: int = 0,
 ) -> dict:
     name = f"{devices}x{points}@{interval}" + (f"-on_change-{changing:.0%}" if publish == "on_change" else "")
+    name += f"+{computed}computed" if computed else ""
     with tempfile.TemporaryDirectory(prefix="edgegw-bench-") as t:
         tmp = Path(t)
         mqtt_port = free_port()
@@ -120,6 +124,7 @@ def scenario(
             api_port=api_port,
             publish=publish,
             changing=changing,
+            computed=computed,
         )
         t_validate = time.monotonic()
         subprocess.run([*EDGEGW, "validate", "-c", str(full)], check=True, capture_output=True)

@@ -43,7 +43,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         plugin = plugin_for(dev.protocol)
         points += len(resolved.points)
         n_req = ""
-        n = plugin.requests_per_poll(dev, resolved.points, resolved.plan)
+        n = plugin.requests_per_poll(dev, resolved.read_points, resolved.plan)
         if n is not None:
             requests[plugin.name, plugin.summary_unit] += n
             n_req = f"{n} request{'s' if n != 1 else ''}/poll"

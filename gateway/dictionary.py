@@ -43,6 +43,7 @@ class DictionaryEntry:
     classification: str = "general"
     length: int | None = None
     byte_order: str | None = None
+    compute: str | None = None  # an expression: the point is computed, not read
     # the point's address for its device's protocol (the plugin's address model: `modbus:`,
     # `opcua:` …), None for protocols without one; where("address") is where it was written
     address: BaseModel | None = None

@@ -166,6 +166,18 @@ class GatewayCollector:
                 "edgegw_queue_writable", "0 while queue commits fail", value=0.0 if q.failing else 1.0
             )
 
+        al = gw.alarms
+        if al is not None and al.devices:
+            c = al.counts()
+            yield GaugeMetricFamily("edgegw_alarms_active", "alarms active now", value=c["active"])
+            yield GaugeMetricFamily(
+                "edgegw_alarms_unacknowledged",
+                "active alarms no operator acknowledged",
+                value=c["unacknowledged"],
+            )
+            yield CounterMetricFamily("edgegw_alarms_raised", "alarms that became active", value=c["raised"])
+            yield CounterMetricFamily("edgegw_alarms_cleared", "alarms that cleared", value=c["cleared"])
+
         m = gw.mqtt
         if m is not None:
             yield GaugeMetricFamily(

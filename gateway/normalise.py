@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgegw.drivers.base import ABSENT, PointError, Uncertain
 
 from .dictionary import DictionaryEntry
+
+if TYPE_CHECKING:
+    from .computed import Computer
 
 GOOD, UNCERTAIN, BAD = "good", "uncertain", "bad"
 _NUMERIC = {"int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64"}
@@ -60,10 +63,18 @@ class Normaliser:
         publish: str = "always",
         heartbeat: float = 60.0,
         shared: dict[str, Any] | None = None,
+        computer: Computer | None = None,
     ):
         """`shared`: a dict kept by every device with these same `entries` (one model); the plan
-        derived from the entries is made once and kept there."""
+        derived from the entries is made once and kept there. `computer`: the device's computed
+        points, when it has any: `normalise` then takes the raw values of the read points only
+        and returns every point."""
         self.entries = entries
+        self.computer = computer
+        # with computed points: where each read point's reading goes in the full list, and the
+        # latest reading of every point (a stream device sends some points per frame)
+        self._read_at = [i for i, e in enumerate(entries) if e.compute is None] if computer else []
+        self._full: list[Reading | None] = [None] * len(entries)
         self.on_change = publish == "on_change"
         self.heartbeat = heartbeat
         self._last: list[tuple[object, str] | None] = [None] * len(entries)
@@ -76,6 +87,8 @@ class Normaliser:
             return
         self._plan = []
         for e in entries:
+            if e.compute is not None:
+                continue  # computed, not read: the Computer makes its reading
             scaled = e.type in _NUMERIC and (e.scale != 1.0 or e.offset != 0.0)
             digits: int | None = None
             if scaled and e.type != "float32" and e.type != "float64":
@@ -101,6 +114,23 @@ class Normaliser:
             shared["normalise"] = (self._plan, self._deadband, self._index)
 
     def normalise(self, raw: list[object]) -> list[Reading]:
+        if self.computer is None:
+            return self._normalise(raw)
+        full = self._full
+        read_at = self._read_at
+        out = []
+        for at, value, r in zip(read_at, raw, self._normalise(raw, keep_absent=True), strict=True):
+            if value is not ABSENT:
+                full[at] = r
+                out.append(at)
+        self.computer.complete(full)
+        if len(out) == len(read_at):  # every point, in order
+            return list(full)  # type: ignore[arg-type]
+        # a frame with some of the points: those, and every computed point
+        shown = set(out) | {i for i, e in enumerate(self.entries) if e.compute is not None}
+        return [r for i, r in enumerate(full) if i in shown and r is not None]
+
+    def _normalise(self, raw: list[object], keep_absent: bool = False) -> list[Reading]:
         out: list[Reading] = []
         for (pid, _type, scaled, scale, offset, digits, f32, is_float, lo, hi), value in zip(
             self._plan, raw, strict=True
@@ -108,6 +138,8 @@ class Normaliser:
             cls = value.__class__
             if cls is PointError:
                 if value is ABSENT:  # a frame with some of the points
+                    if keep_absent:
+                        out.append(Reading(pid, None, BAD, "absent"))
                     continue
                 out.append(Reading(pid, None, BAD, value.reason))  # type: ignore[attr-defined]
                 continue
@@ -139,7 +171,14 @@ class Normaliser:
         return self._index[point_id]
 
     def all_bad(self, reason: str) -> list[Reading]:
-        return [Reading(e.id, None, BAD, reason) for e in self.entries]
+        readings = [Reading(e.id, None, BAD, reason) for e in self.entries]
+        if self.computer is not None:
+            self._full = list(readings)
+        return readings
+
+    def read_positions(self) -> list[int]:
+        """Where the driver's points are in the full list (its source timestamps follow them)."""
+        return self._read_at if self.computer is not None else list(range(len(self.entries)))
 
     def to_publish(self, readings: list[Reading], now: float) -> tuple[list[Reading], bool]:
         """With publish: on_change, the readings that changed beyond their deadband (all of

@@ -25,6 +25,8 @@ from edgegw.identifier.registrar import Registrar
 from edgegw.identifier.rules import RuleSet, engineering
 
 from . import __version__, logs, systemd
+from .alarms import AlarmEngine
+from .computed import Board, Computer
 from .config import ConfigError, LoadedConfig, load_config
 from .config.checks import ResolvedDevice
 from .durable_queue import DurableQueue, QueueUnavailable
@@ -52,6 +54,7 @@ def _device_shape(loaded: LoadedConfig, resolved: ResolvedDevice) -> tuple[Any, 
         loaded.config.devices[resolved.index],
         resolved.points,
         resolved.plan,
+        [a.alarm for a in resolved.alarms],
         loaded.config.gateway.location,
         loaded.relative("."),
     )
@@ -75,6 +78,8 @@ class Gateway:
         self.sinks: dict[str, Sink] = {}  # by their key under northbound:, in SINKS order
         self.registrar: Registrar | None = None
         self.api: Any = None  # gateway.api.ApiServer, imported only when configured
+        self.board = Board()  # the latest values of points that other devices' expressions name
+        self.alarms: AlarmEngine | None = None
         self.samples = 0
         self.point_values = 0
         self.stopping = asyncio.Event()
@@ -84,11 +89,22 @@ class Gateway:
         self._index: dict[str, ResolvedDevice] = {}
         self._index_of: LoadedConfig | None = None
 
+    def _computer(self, loaded: LoadedConfig, resolved: ResolvedDevice) -> Computer | None:
+        if len(resolved.read_points) == len(resolved.points):
+            return None
+        devices = [d.id for d in loaded.config.devices]
+        return Computer(loaded.config.devices[resolved.index].id, resolved.points, devices, self.board)
+
     def _emit(self, sample: Sample) -> None:
+        self.board.put(sample.device, sample.readings, sample.ts)
         self.samples += 1
         self.point_values += len(sample.readings)
         for sink in self.sinks.values():
             sink.submit(sample)
+        if self.alarms is not None and sample.device in self.alarms.devices:
+            runner = self.runners.get(sample.device)
+            if runner is not None:
+                self.alarms.on_readings(sample.device, runner.latest)
         if self.registrar is not None:
             runner = self.runners.get(sample.device)
             if runner is not None:
@@ -112,6 +128,13 @@ class Gateway:
     @property
     def influx(self) -> InfluxSink | None:
         return self.sinks.get("influxdb")  # type: ignore[return-value]
+
+    def _alarm_event(self, device: str, body: dict[str, Any]) -> None:
+        self._publish_event(f"{device}/alarm", body)
+
+    def _alarm_set(self, device: str, active: list[dict[str, Any]]) -> None:
+        for sink in self.sinks.values():
+            sink.device_alarms(device, active)
 
     def _publish_event(self, suffix: str, body: dict[str, Any]) -> None:
         for sink in self.sinks.values():
@@ -195,6 +218,7 @@ class Gateway:
 
             self.api = ApiServer(self, self.loaded.relative)
             await self.api.start()
+        self.alarms = AlarmEngine(data_dir / "alarms.json", self._alarm_event, self._alarm_set, self.board)
         for resolved in self.loaded.devices:
             if self.cfg.devices[resolved.index].enabled:
                 self._start_device(self.loaded, resolved)
@@ -251,13 +275,19 @@ class Gateway:
         group = PollGroup(dev.id, dev.poll.interval, dev.poll.backoff_max, dev.poll.offline_after)
         runner = DeviceRunner(
             group,
-            plugin_for(dev.protocol).build_driver(loaded, dev, resolved.points, resolved.plan),
-            Normaliser(resolved.points, dev.publish, dev.heartbeat, resolved.shared),
+            plugin_for(dev.protocol).build_driver(loaded, dev, resolved.read_points, resolved.plan),
+            Normaliser(
+                resolved.points, dev.publish, dev.heartbeat, resolved.shared, self._computer(loaded, resolved)
+            ),
             self._emit,
             self._status,
         )
         self.runners[dev.id] = runner
         self._shapes[dev.id] = _device_shape(loaded, resolved)
+        if self.alarms is not None and (resolved.alarms or dev.id in self.alarms.devices):
+            self.alarms.add_device(
+                dev.id, resolved.alarms, resolved.points, [d.id for d in loaded.config.devices]
+            )
         self._tasks[dev.id] = asyncio.create_task(
             logs.supervise(f"poll-{dev.id}", runner.run, runner.crashed), name=f"poll-{dev.id}"
         )
@@ -390,6 +420,8 @@ class Gateway:
             for device in removed:
                 for sink in self.sinks.values():
                     sink.remove_device(device, "removed from the configuration")
+                if self.alarms is not None:
+                    self.alarms.remove_device(device)
             old_sinks, new_sinks = self._sink_settings(self.loaded), self._sink_settings(new)
             if new.config.queue != old_cfg.queue and self.queue is not None:
                 self.queue.configure(cfg.queue.max_bytes, cfg.queue.fsync)

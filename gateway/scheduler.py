@@ -287,8 +287,8 @@ class DeviceRunner:
                     self._internal_error("normalising a poll failed", exc)
                     readings = self.normaliser.all_bad(f"internal error: {exc!r}"[:200])
                 if self._source_ts is not None:
-                    for r, ts in zip(readings, self._source_ts, strict=False):
-                        r.ts = ts
+                    for at, ts in zip(self.normaliser.read_positions(), self._source_ts, strict=False):
+                        readings[at].ts = ts
             finished = time.monotonic()
             c.last_poll_ms = (finished - started) * 1000
             c.poll_latency.observe(finished - started)

@@ -44,7 +44,7 @@ def build_simulators(loaded: LoadedConfig, bind: str, period: float = 60.0) -> l
         dev = loaded.config.devices[resolved.index]
         if dev.enabled:
             by_plugin.setdefault(plugin_for(dev.protocol).name, []).append(
-                (dev, resolved.points, resolved.plan)
+                (dev, resolved.read_points, resolved.plan)
             )
     sims: list[Simulator] = []
     for plugin in plugins():

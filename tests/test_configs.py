@@ -49,7 +49,7 @@ def test_validate_summary(tmp_path: Path):
         text=True,
     )
     assert out.returncode == 0, out.stderr
-    assert "10 devices, 111 points" in out.stdout
+    assert "10 devices, 113 points" in out.stdout
     assert "s7: 1 read requests per poll cycle" in out.stdout
     assert "read requests per poll cycle" in out.stdout
 

@@ -29,8 +29,9 @@ class ApiServer:
         assert s is not None
         self.settings = s
         self.gw = gw
+        self.app = create_app(gw)
         config = uvicorn.Config(
-            create_app(gw),
+            self.app,
             host=s.host,
             port=s.port,
             log_level="warning",
@@ -65,6 +66,7 @@ class ApiServer:
             raise OSError(f"the HTTP API cannot listen on {s.listen}: {exc.strerror or exc}") from None
         sock.set_inheritable(True)
         self._task = asyncio.create_task(self.server.serve(sockets=[sock]), name="http-api")
+        self.app.state.history.start(self.gw.stopping)  # the status page's trends
         for _ in range(250):
             if self.server.started:
                 break

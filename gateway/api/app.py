@@ -36,6 +36,7 @@ from . import views
 from .auth import SESSION_IDLE, SESSION_MAX, AuthError, Sessions, bearer, check_token, expected_token
 from .feed import EventStream, Feed
 from .guard import BodyLimit, Concurrency, Guard, TrustedHosts, limited
+from .history import History
 
 if TYPE_CHECKING:
     from ..runtime import Gateway
@@ -49,10 +50,18 @@ BODY_TIMEOUT = 5.0  # seconds for a body to arrive once the headers have
 MAX_REQUESTS = 32  # requests in progress at once (the live feed has its own cap, api.max_streams)
 MAX_DIGITS = 20  # an integer longer than this fits no point (uint64 has 20 digits)
 EVENTS = "/api/v1/events"
+ALARMS = "/api/v1/alarms"
+# the status page's chart library (uPlot, MIT, vendor/uPlot.LICENSE): the version is in the name,
+# so a browser may keep them
+VENDOR = {
+    "uPlot-1.6.32.iife.min.js": "text/javascript; charset=utf-8",
+    "uPlot-1.6.32.min.css": "text/css; charset=utf-8",
+}
+VENDOR_HEADERS = {"Cache-Control": "public, max-age=31536000, immutable", "X-Content-Type-Options": "nosniff"}
 
 PAGE_HEADERS = {
     "Content-Security-Policy": (
-        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+        "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
         "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
@@ -324,6 +333,21 @@ def _device_routes(app: FastAPI, gw: Gateway, started: float) -> None:
         _known(device)
         return views.device_points(gw, device)
 
+    @app.get("/api/v1/view", tags=["devices"], responses=READ_ERRORS)
+    async def view(
+        _: Read,
+        devices: Annotated[str, Query(max_length=5000, description="device ids, comma-separated")],
+        since: Annotated[int, Query(ge=0, description="trend samples newer than this (ms)")] = 0,
+        meta: Annotated[bool, Query(description="with each point's name, unit, range, type")] = False,
+    ) -> Response:
+        """What the status page shows of the devices on its screen (at most 50): each device
+        with its counters, every point's latest reading (rounded to its resolution by the page:
+        `decimals`) and its trend, the samples newer than `since` from the gateway's bounded
+        history (`history`: step, window, samples kept per point)."""
+        wanted = [d for d in devices.split(",") if d]
+        body = views.view(gw, app.state.history, wanted, since, meta)
+        return Response(orjson.dumps(body, default=str), media_type="application/json")
+
     @app.put(
         "/api/v1/devices/{device}/points/{point}",
         tags=["devices"],
@@ -358,6 +382,31 @@ def _device_routes(app: FastAPI, gw: Gateway, started: float) -> None:
     def _known(device: str) -> None:
         if gw.resolved(device) is None:
             raise ApiError(404, f"no device '{device}' in the configuration")
+
+
+def _alarm_routes(app: FastAPI, gw: Gateway) -> None:
+    """Active alarms across devices, and acknowledging one."""
+
+    @app.get("/api/v1/alarms", tags=["alarms"], responses=READ_ERRORS)
+    async def alarms(_: Read) -> list[dict[str, Any]]:
+        """The active alarms of every device, highest severity first, each with `device`."""
+        return gw.alarms.active() if gw.alarms is not None else []
+
+    @app.post(
+        "/api/v1/alarms/{device}/{alarm}/ack", tags=["alarms"], responses=_responses(401, 403, 404, 409)
+    )
+    async def ack(device: str, alarm: str, request: Request, who: Write) -> dict[str, Any]:
+        """Acknowledge an active alarm (token): `acked` becomes true, with `acked_at`. 404: no
+        such alarm; 409: it is not active."""
+        if gw.alarms is None:
+            raise ApiError(404, "no alarms are configured")
+        try:
+            return gw.alarms.ack(device, alarm, who)
+        except KeyError:
+            raise ApiError(404, f"no alarm '{alarm}' on device '{device}'") from None
+        except ValueError as exc:
+            _refused(request, 409, str(exc))
+            raise ApiError(409, str(exc)) from None
 
 
 def _identifier_routes(app: FastAPI, gw: Gateway) -> None:
@@ -417,23 +466,38 @@ def _identifier_routes(app: FastAPI, gw: Gateway) -> None:
 
 
 def _page_routes(app: FastAPI, feed: Feed, sessions: Sessions, page: str) -> None:
-    """The status page, the API overview and the live feed."""
+    """The status page, its chart library, the API overview and the live feed."""
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index() -> HTMLResponse:
         return HTMLResponse(page, headers=PAGE_HEADERS)
+
+    vendor = resources.files(__package__).joinpath("vendor")
+
+    @app.get("/vendor/{name}", include_in_schema=False)
+    async def vendored(name: str) -> Response:
+        if name not in VENDOR:
+            raise ApiError(404, "no such file")
+        return Response(vendor.joinpath(name).read_bytes(), media_type=VENDOR[name], headers=VENDOR_HEADERS)
 
     @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
     async def docs() -> HTMLResponse:
         return HTMLResponse(_docs_page(app.openapi()), headers=PAGE_HEADERS)
 
     @app.get(EVENTS, tags=["gateway"], response_class=StreamingResponse, responses=READ_ERRORS)
-    async def events(request: Request, _: Read) -> Response:
+    async def events(
+        request: Request,
+        _: Read,
+        mode: Annotated[str, Query(pattern="^(snapshot|delta)$")] = "snapshot",
+    ) -> Response:
         """Server-Sent Events: a `snapshot` of devices, values, queues and identifiers each
-        second, the same one for every open stream (its `id` counts the snapshots). At most
-        `api.max_streams` streams at once: 503 beyond."""
+        second, the same one for every open stream (its `id` counts the snapshots). With
+        `mode=delta` (the status page): a `state` (the gateway and every device's health, no
+        values), then each second a `delta` with only what changed. At most `api.max_streams`
+        streams at once: 503 beyond."""
         cap = _settings(request).max_streams
-        if not feed.acquire(cap):
+        delta = mode == "delta"
+        if not feed.acquire(cap, delta):
             limited.log("streams", logging.WARNING, "live feed refused: all streams taken", max_streams=cap)
             raise ApiError(503, f"all {cap} live streams are taken (api.max_streams)", {"Retry-After": "5"})
 
@@ -444,7 +508,7 @@ def _page_routes(app: FastAPI, feed: Feed, sessions: Sessions, page: str) -> Non
                 return False
             return True
 
-        return EventStream(feed, allowed)
+        return EventStream(feed, allowed, delta)
 
 
 def create_app(gw: Gateway) -> FastAPI:
@@ -480,7 +544,20 @@ def create_app(gw: Gateway) -> FastAPI:
                 log.error("building the live feed's snapshot failed", exc_info=exc)
             return None
 
-    feed = app.state.feed = Feed(build_snapshot, gw.stopping)
+    history = app.state.history = History(gw)
+
+    def build_state() -> dict[str, Any] | None:
+        try:
+            state = views.page_state(gw, started, history)
+            # the page asks for the alarm list only from a gateway that has it
+            state["alarms"] = any(getattr(r, "path", None) == ALARMS for r in app.routes)
+            return state
+        except Exception as exc:
+            if limited.allow("page state"):
+                log.error("building the status page's state failed", exc_info=exc)
+            return None
+
+    feed = app.state.feed = Feed(build_snapshot, gw.stopping, state=build_state)
 
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
@@ -498,5 +575,6 @@ def create_app(gw: Gateway) -> FastAPI:
     _session_routes(app, sessions)
     _device_routes(app, gw, started)
     _identifier_routes(app, gw)
+    _alarm_routes(app, gw)
     _page_routes(app, feed, sessions, page)
     return app

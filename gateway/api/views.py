@@ -11,9 +11,12 @@ from edgegw.identifier.rules import STREAM as IDENTIFIER_STREAM
 
 from .. import __version__
 from ..config.units import UNECE_REC20
+from .history import History, decimals
 
 if TYPE_CHECKING:
     from ..runtime import Gateway
+
+MAX_VIEW = 50  # devices in one GET /api/v1/view
 
 
 def device_ids(gw: Gateway) -> list[str]:
@@ -92,6 +95,9 @@ def device_points(gw: Gateway, device: str) -> dict[str, Any]:
         p: dict[str, Any] = e.meta()
         if e.unit in UNECE_REC20:
             p["symbol"] = UNECE_REC20[e.unit][0]
+        places = decimals(e)
+        if places is not None:
+            p["decimals"] = places
         got = latest.get(e.id)
         if got is not None:
             r, received = got
@@ -212,3 +218,74 @@ def snapshot(gw: Gateway, started: float) -> dict[str, Any]:
         except QueueUnavailable as exc:
             out["identifiers_error"] = str(exc)
     return out
+
+
+def health_row(gw: Gateway, device: str) -> dict[str, Any]:
+    """A device as the status page's list shows it: what changes rarely (state, reason, last
+    error, overruns, failed polls), so that the live feed sends a device only when it changed."""
+    resolved = gw.resolved(device)
+    assert resolved is not None
+    dev = gw.cfg.devices[resolved.index]
+    runner = gw.runners.get(device)
+    row: dict[str, Any] = {
+        "id": device,
+        "model": dev.model,
+        "protocol": dev.protocol,
+        "state": runner.state if runner else "disabled",
+        "points": len(resolved.points),
+    }
+    if runner is not None:
+        c = runner.group.counters
+        if runner.reason:
+            row["reason"] = runner.reason
+        if c.last_error:
+            row["last_error"], row["last_error_ts"] = c.last_error, c.last_error_ts
+        if c.overruns:
+            row["overruns"] = c.overruns
+        if c.failed_polls:
+            row["failed_polls"] = c.failed_polls
+    return row
+
+
+def page_state(gw: Gateway, started: float, history: History | None) -> dict[str, Any]:
+    """What the status page's live feed keeps the page up to date with (in `delta` mode): the
+    gateway, every device's health row, identifier registrations; no point values (the page
+    asks GET /api/v1/view for the devices on screen)."""
+    out: dict[str, Any] = {
+        "summary": summary(gw, started),
+        "devices": {d: health_row(gw, d) for d in device_ids(gw)},
+        "identifiers": [],
+    }
+    if history is not None:
+        out["history"] = history.describe()
+    if gw.registrar is not None and gw.queue is not None:
+        try:
+            out["identifiers"] = identifiers(gw, None, 10)
+        except QueueUnavailable as exc:
+            out["identifiers_error"] = str(exc)
+    return out
+
+
+def view(
+    gw: Gateway, history: History | None, devices: list[str], since: float, meta: bool
+) -> dict[str, Any]:
+    """The devices on the status page's screen: health with counters, each point's latest
+    reading (with its dictionary metadata when `meta`), and the trend samples newer than
+    `since` (ms)."""
+    out: list[dict[str, Any]] = []
+    for d in devices[:MAX_VIEW]:
+        if gw.resolved(d) is None:
+            continue
+        info = device_info(gw, d, counters=True)
+        points = device_points(gw, d)["points"]
+        if not meta:
+            keep = ("v", "q", "reason", "ts")
+            points = {pid: {k: p[k] for k in keep if k in p} for pid, p in points.items()}
+        info["values"] = points
+        info["history"] = history.series(d, since) if history is not None else {"ts": [], "points": {}}
+        out.append(info)
+    return {
+        "now": int(time.time() * 1000),
+        "history": history.describe() if history is not None else None,
+        "devices": out,
+    }

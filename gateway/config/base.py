@@ -66,6 +66,11 @@ class PointBase(Strict):
         description="string length: registers for Modbus (2 characters each), the n of STRING[n] for S7",
     )
     byte_order: ByteOrder | None = Field(None, description="overrides the device's byte_order")
+    compute: str | None = Field(
+        None,
+        description="an expression over points (`other_device.point` for another device's): the "
+        "point is computed from them, not read (DESIGN §4b)",
+    )
 
     @field_validator("scale")
     @classmethod
@@ -90,10 +95,26 @@ if TYPE_CHECKING:
     PointFields = PointBase
 
 
+Severity = Literal["low", "medium", "high", "critical"]
+
+
+class Alarm(Strict):
+    """An alarm over a device's points: active once `when` has held for `for`, cleared when
+    `clear` holds (default: once `when` no longer holds)."""
+
+    id: str = Field(pattern=POINT_ID, description="unique in its model/device")
+    when: str = Field(description="an expression that is true while the condition holds")
+    for_: Duration = Field(0.0, alias="for", description="how long `when` must hold before it raises")
+    clear: str | None = Field(None, description="hysteresis: clears when this holds (default: not `when`)")
+    severity: Severity = "medium"
+    message: str | dict[str, str] | None = Field(None, description="{en: …, zh: …}")
+
+
 class Model(Strict):
     description: str | None = None
     manufacturer: str | None = None
     points: list[PointFields] = Field(default_factory=list)
+    alarms: list[Alarm] = Field(default_factory=list)
 
 
 class PollSettings(Strict):
@@ -115,6 +136,9 @@ class DeviceBase(Strict):
     heartbeat: Duration = Field(60.0, description="with on_change: full snapshot this often")
     location: dict[str, str] | None = Field(None, description="overrides gateway.location keys")
     points: list[PointFields] = Field(default_factory=list)
+    alarms: list[Alarm] = Field(
+        default_factory=list, description="added to the model's (same id: replaces it)"
+    )
 
 
 class SerialLine(Strict):

@@ -15,6 +15,7 @@ from edgegw.drivers.registry import plugin_for
 from edgegw.identifier.rules import check_rules
 
 from ..dictionary import DictionaryEntry, merge_points
+from .expressions import DeviceAlarm, ExpressionChecks, merged_alarms
 from .schema import Device, GatewayConfig
 from .source import Path_
 from .units import UNECE_REC20
@@ -31,6 +32,9 @@ class ResolvedDevice:
     # shared by the devices that share `points` and `plan` (one model, same settings): what the
     # runtime derives from them once (the normaliser's plan), not once per device
     shared: dict[str, Any] = field(default_factory=dict, compare=False)
+    # the points its driver reads, in configuration order: `points` without the computed ones
+    read_points: list[DictionaryEntry] = field(default_factory=list)
+    alarms: list[DeviceAlarm] = field(default_factory=list)
 
 
 def check(
@@ -67,12 +71,14 @@ def check(
         # devices that take a model as it is share its merged, checked points (a plant has
         # hundreds of the same machine: this keeps validation and memory per model, not per device)
         key = None
-        if model is not None and not dev.points:
+        if model is not None and not dev.points and not dev.alarms:
             own = plugin.shared_key(dev)
             key = None if own is None else (dev.protocol, dev.model, *own)
         if key is not None and key in shared:
             first = shared[key]
-            resolved.append(ResolvedDevice(i, first.points, first.plan, first.shared))
+            resolved.append(
+                ResolvedDevice(i, first.points, first.plan, first.shared, first.read_points, first.alarms)
+            )
             continue
         entries, merge_problems = merge_points(dev, path, model, dev.model, plugin.address_key)
         mine: list[tuple[Path_, str]] = list(merge_problems)
@@ -81,14 +87,18 @@ def check(
             mine.append(((*path, "points"), "the device has no points (give a model or points)"))
         for e in points:
             mine += _check_point(e)
-        checked = plugin.check_device(dev, path, points)
+        alarms, alarm_problems = merged_alarms(dev, path, model, dev.model)
+        mine += alarm_problems
+        read = [e for e in points if e.compute is None]
+        checked = plugin.check_device(dev, path, read)
         mine += checked.problems
-        this = ResolvedDevice(i, points, checked.plan)
+        this = ResolvedDevice(i, points, checked.plan, read_points=read, alarms=alarms)
         if key is not None and not mine:
             shared[key] = this
         problems += mine
         resolved.append(this)
     problems += check_buses(None, devices)
+    problems += _check_expressions(devices, resolved)
     for model_id, model in cfg.models.items():
         ids: set[str] = set()
         for j, p in enumerate(model.points):
@@ -104,6 +114,24 @@ def check(
     known.update({by_index[r.index].id: {e.id for e in r.points} for r in resolved})
     problems += check_rules(cfg, known)
     return resolved, problems
+
+
+def _check_expressions(
+    devices: list[tuple[int, Device]], resolved: list[ResolvedDevice]
+) -> list[tuple[Path_, str]]:
+    """Computed points and alarms, once the points of every device are known (an expression
+    may name another device's point)."""
+    by_index = dict(devices)
+    if not any(r.alarms or len(r.read_points) != len(r.points) for r in resolved):
+        return []
+    checks = ExpressionChecks({by_index[r.index].id: r.points for r in resolved})
+    done: set[int] = set()
+    for r in resolved:
+        if id(r.points) in done:  # devices sharing a model's points share its expressions
+            continue
+        done.add(id(r.points))
+        checks.device(by_index[r.index].id, r.points, r.alarms)
+    return checks.problems + checks.cycles()
 
 
 def check_buses(ctx: Context | None, devices: list[tuple[int, Device]]) -> list[tuple[Path_, str]]:

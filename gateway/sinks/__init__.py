@@ -70,7 +70,11 @@ class Sink(Protocol):
     def device_status(self, device: str, state: str, reason: str | None) -> None: ...
 
     def publish_event(self, suffix: str, body: dict[str, Any]) -> None:
-        """An event of the gateway (identifier results, write results) under `P/G/<suffix>`."""
+        """An event of the gateway (identifier results, write results, alarms) under `P/G/<suffix>`."""
+        ...
+
+    def device_alarms(self, device: str, active: list[dict[str, Any]]) -> None:
+        """The device's active alarms now (after each change); a sink without alarms ignores it."""
         ...
 
     def problem(self) -> str | None:

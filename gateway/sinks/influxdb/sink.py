@@ -160,6 +160,9 @@ class InfluxSink:
     def device_status(self, device: str, state: str, reason: str | None) -> None:
         return None  # InfluxDB gets values; a device's state is in its points' quality
 
+    def device_alarms(self, device: str, active: list[dict[str, Any]]) -> None:
+        return None  # alarms are MQTT events (P/G/D/alarm, retained P/G/D/alarms)
+
     def publish_event(self, suffix: str, body: dict[str, Any]) -> None:
         return None
 

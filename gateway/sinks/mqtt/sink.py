@@ -103,6 +103,7 @@ class MqttSink:
         self._visible: dict[str, frozenset[str]] = {}
         self._meta: dict[str, bytes] = {}
         self._status: dict[str, bytes] = {}
+        self._alarms: dict[str, bytes] = {}  # retained P/G/D/alarms, republished on each connect
         self._inflight: dict[int, int] = {}  # paho mid -> queue row id
         self._sent_at: dict[int, float] = {}  # paho mid -> when it was handed to paho
         self._sampled_at: dict[int, int] = {}  # paho mid -> the data message's ts (poll end, ms)
@@ -179,6 +180,8 @@ class MqttSink:
             client.publish(f"{self.prefix}/{device}/meta", payload, qos=1, retain=True)
         for device, payload in self._status.items():
             client.publish(f"{self.prefix}/{device}/status", payload, qos=1, retain=True)
+        for device, payload in self._alarms.items():
+            client.publish(f"{self.prefix}/{device}/alarms", payload, qos=1, retain=True)
         if self.on_command is not None:
             client.subscribe(f"{self.prefix}/+/set", qos=1)
         self.connected = True
@@ -312,6 +315,13 @@ class MqttSink:
             body = zlib.compress(body, 1)
         self.queue.append(STREAM, f"{self.prefix}/{sample.device}/data", body)
         self._wake.set()
+
+    def device_alarms(self, device: str, active: list[dict[str, Any]]) -> None:
+        """The retained `P/G/D/alarms`: the device's active alarms (republished on each connect)."""
+        payload = _json(active)
+        self._alarms[device] = payload
+        if self.connected:
+            self.client.publish(f"{self.prefix}/{device}/alarms", payload, qos=1, retain=True)
 
     def publish_event(self, suffix: str, body: dict[str, Any]) -> None:
         """A non-retained event (identifier outcomes, resolved records) on P/G/<suffix>, through

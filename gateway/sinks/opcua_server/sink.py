@@ -115,6 +115,9 @@ class OpcuaServerSink:
     def device_status(self, device: str, state: str, reason: str | None) -> None:
         self._post(("status", device, state))
 
+    def device_alarms(self, device: str, active: list[dict[str, Any]]) -> None:
+        return None  # alarms are MQTT events (P/G/D/alarm, retained P/G/D/alarms)
+
     def publish_event(self, suffix: str, body: dict[str, Any]) -> None:
         return None
 

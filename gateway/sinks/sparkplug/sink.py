@@ -638,6 +638,9 @@ class SparkplugSink:
         self.queue.append(STREAM, sample.device, bytes(out))
         self._wake.set()
 
+    def device_alarms(self, device: str, active: list[dict[str, Any]]) -> None:
+        return None  # alarms are MQTT events (P/G/D/alarm, retained P/G/D/alarms)
+
     def publish_event(self, suffix: str, body: dict[str, Any]) -> None:
         return None  # gateway events (identifier results) are JSON-contract topics, not Sparkplug metrics
 
