@@ -64,9 +64,24 @@ class _Computed:
 class Computer:
     """The computed points of one device, evaluated in dependency order."""
 
-    def __init__(self, device: str, entries: Sequence[DictionaryEntry], devices: Sequence[str], board: Board):
+    def __init__(
+        self,
+        device: str,
+        entries: Sequence[DictionaryEntry],
+        devices: Sequence[str],
+        board: Board,
+        shared: dict[str, object] | None = None,
+    ):
+        """`shared`: kept by every device with these same `entries` (one model): the parsed and
+        compiled expressions are made once there (they name no device of their own)."""
         self.device = device
         self.board = board
+        if shared is not None and "computed" in shared:
+            self.steps: list[_Computed] = shared["computed"]  # type: ignore[assignment]
+            for step in self.steps:
+                for r in step.foreign:
+                    board.want(r.device or "", r.point)
+            return
         index = {e.id: i for i, e in enumerate(entries)}
         parsed = {e.id: parse(e.compute, devices) for e in entries if e.compute is not None}
         order: list[str] = []
@@ -83,7 +98,7 @@ class Computer:
 
         for pid in parsed:
             visit(pid)
-        self.steps: list[_Computed] = []
+        self.steps = []
         for pid in order:
             expr = parsed[pid]
             own = tuple((r, index[r.point]) for r in sorted(expr.refs, key=str) if r.device is None)
@@ -91,6 +106,8 @@ class Computer:
             for r in foreign:
                 board.want(r.device or "", r.point)
             self.steps.append(_Computed(index[pid], entries[index[pid]], compile_expr(expr), own, foreign))
+        if shared is not None:
+            shared["computed"] = self.steps
 
     def complete(self, readings: list[Reading | None]) -> None:
         """Fill the computed points' places in `readings` (the device's full list, in order;

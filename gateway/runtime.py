@@ -93,7 +93,9 @@ class Gateway:
         if len(resolved.read_points) == len(resolved.points):
             return None
         devices = [d.id for d in loaded.config.devices]
-        return Computer(loaded.config.devices[resolved.index].id, resolved.points, devices, self.board)
+        return Computer(
+            loaded.config.devices[resolved.index].id, resolved.points, devices, self.board, resolved.shared
+        )
 
     def _emit(self, sample: Sample) -> None:
         self.board.put(sample.device, sample.readings, sample.ts)
