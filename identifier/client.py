@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
+import orjson
 
 from .templates import (
     Malformed,
@@ -222,6 +223,9 @@ class _Http:
     async def send(self, method: str, path: str, **kw: Any) -> Answer:
         """The answer, or Transient: no answer, a 5xx/408/429, or one larger than ANSWER_MAX."""
         maybe = method != "GET"
+        if "json" in kw:  # orjson: a batch of 2,000 registrations is encoded several times faster
+            kw["content"] = orjson.dumps(kw.pop("json"))
+            kw["headers"] = {**kw.get("headers", {}), "Content-Type": "application/json"}
         try:
             async with self.http.stream(method, path, **kw) as r:
                 if r.status_code == 504:

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import yaml
 from edgegw.identifier.syntax import Identifier, IdentifierError, parse
 from edgegw.identifier.templates import Template, Value, value_problems
@@ -243,8 +244,8 @@ class Node:
 
     async def body_of(self, request: Request) -> Any:
         try:
-            return await request.json()
-        except ValueError:
+            return orjson.loads(await request.body())
+        except ValueError:  # orjson.JSONDecodeError is one
             return None
 
     def prefixes(self, user: str) -> tuple[str, ...]:
@@ -301,12 +302,12 @@ class Node:
         if update:
             self.store.db.execute(
                 "UPDATE handles SET template = ?, value = ?, updated = ? WHERE key = ?",
-                (template, json.dumps(raw_values), now, ident.key),
+                (template, orjson.dumps(raw_values).decode(), now, ident.key),
             )
         else:
             self.store.db.execute(
                 "INSERT INTO handles (key, handle, prefix, template, value, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (ident.key, handle, ident.prefix, template, json.dumps(raw_values), now, now),
+                (ident.key, handle, ident.prefix, template, orjson.dumps(raw_values).decode(), now, now),
             )
 
     def apply(
