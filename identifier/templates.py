@@ -13,7 +13,6 @@ KeyError/TypeError. Integers written as strings ("2000") are accepted, as some n
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 from dataclasses import dataclass, field
@@ -168,6 +167,14 @@ class Template:
     version: str
     description: str = ""
     items: tuple[TemplateItem, ...] = field(default_factory=tuple)
+    # the items by (index, type), made once: every registration asks for each of its values
+    _by_key: dict[tuple[int, str], TemplateItem] = field(
+        init=False, repr=False, compare=False, hash=False, default_factory=dict
+    )
+
+    def __post_init__(self) -> None:
+        for i in self.items:
+            self._by_key.setdefault((i.id_index, i.id_type), i)
 
     def to_api(self) -> dict[str, Any]:
         return {
@@ -191,7 +198,7 @@ class Template:
         )
 
     def item(self, index: int, type_: str) -> TemplateItem | None:
-        return _index(self).get((index, type_))
+        return self._by_key.get((index, type_))
 
     def shape_problems(self, pairs: list[tuple[int, str]]) -> list[str]:
         """Problems knowable before any value exists: unknown index/type pairs, missing required items."""
@@ -224,15 +231,6 @@ class Template:
                     f"{v.type} value {v.value!r} has {n} characters; template {self.version} allows {item.min_length}..{hi}"
                 )
         return out
-
-
-@functools.lru_cache(maxsize=256)
-def _index(t: Template) -> dict[tuple[int, str], TemplateItem]:
-    """A template's items by (index, type), made once per template (each registration asks)."""
-    out: dict[tuple[int, str], TemplateItem] = {}
-    for i in t.items:
-        out.setdefault((i.id_index, i.id_type), i)
-    return out
 
 
 def value_problems(values: list[Value]) -> list[str]:

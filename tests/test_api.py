@@ -315,7 +315,7 @@ def test_openapi_fuzzing_finds_no_server_error(api_plant: ApiPlant) -> None:
             "--exclude-path",
             "/api/v1/events",
             "--max-examples",
-            "10",
+            "6",
             "--seed",
             "7",
             "-H",

@@ -12,7 +12,7 @@ only see the mutant's folder, and `${NAME}` sees a fixed environment. Mutant i o
 same on every run, so a failure names what to replay.
 
 Environment: EDGEGW_FUZZ_MUTANTS (in-process mutants, default 250), EDGEGW_FUZZ_CLI (mutants
-run through `edgegw validate`, default 12), EDGEGW_FUZZ_SEED (default 1), EDGEGW_FUZZ_TIMEOUT
+run through `edgegw validate`, default 8), EDGEGW_FUZZ_SEED (default 1), EDGEGW_FUZZ_TIMEOUT
 (seconds one load may take, default 10).
 
     .venv/bin/python tests/test_config_fuzz.py 5000    # a long run: counts by class
@@ -46,7 +46,7 @@ from edgegw.gateway.config import source as config_source
 
 ROOT = Path(__file__).resolve().parent.parent
 MUTANTS = int(os.environ.get("EDGEGW_FUZZ_MUTANTS", "250"))
-CLI_MUTANTS = int(os.environ.get("EDGEGW_FUZZ_CLI", "12"))
+CLI_MUTANTS = int(os.environ.get("EDGEGW_FUZZ_CLI", "8"))
 SEED = int(os.environ.get("EDGEGW_FUZZ_SEED", "1"))
 TIMEOUT = float(os.environ.get("EDGEGW_FUZZ_TIMEOUT", "10"))
 
