@@ -274,7 +274,20 @@ class AlarmEngine:
             return {}
         if not isinstance(data, dict):
             return {}
-        return {d: a for d, a in data.items() if isinstance(a, dict)}
+        # a file edited by hand or by another version: only the shape written by _save is taken
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for device, alarms in data.items():
+            if not isinstance(alarms, dict):
+                continue
+            for alarm, st in alarms.items():
+                if isinstance(st, dict):
+                    out.setdefault(device, {})[alarm] = {
+                        "ts": _ms(st.get("ts")),
+                        "value": st.get("value"),
+                        "acked": st.get("acked") is True,
+                        "acked_at": _ms(st.get("acked_at")),
+                    }
+        return out
 
     def _save(self) -> None:
         state: dict[str, dict[str, Any]] = {}
@@ -296,6 +309,10 @@ class AlarmEngine:
         except OSError as exc:  # a full disk: the state in memory goes on, the next change retries
             event(log, logging.ERROR, "cannot save the alarm state", error=str(exc))
         self._saved = state
+
+
+def _ms(v: object) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 
 def _take_state(new: _Alarm, old: _Alarm) -> None:
