@@ -64,6 +64,11 @@ def main() -> None:
     ap.add_argument("--sim-processes", type=int, default=2)
     ap.add_argument("--no-ceiling", action="store_true", help="skip the bare pymodbus client run")
     ap.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="record the gateway with py-spy over the measured window (collapsed stacks; FILE.svg too)",
+    )
+    ap.add_argument(
         "--smoke",
         action="store_true",
         help="CI: print the figures, no ceiling, no result file; exit 1 if any value was lost (a seq gap)",
@@ -88,6 +93,7 @@ def main() -> None:
         args.seconds,
         ceiling=not (args.no_ceiling or args.smoke),
         computed=args.computed,
+        profile=args.profile,
     )
     if args.smoke:
         _check(result)
@@ -105,6 +111,7 @@ def scenario(
     window: float,
     ceiling: bool,
     computed: int = 0,
+    profile: str | None = None,
 ) -> dict:
     name = f"{devices}x{points}@{interval}" + (f"-on_change-{changing:.0%}" if publish == "on_change" else "")
     name += f"+{computed}computed" if computed else ""
@@ -143,12 +150,15 @@ def scenario(
                 every_s = time.monotonic() - t_spawn
                 time.sleep(2)  # settle
                 h0, (s0, st0) = ack_buckets(api_port), samples(api_port)
+                spy = start_profile(gw.pid, window, profile) if profile else None
                 n0, c0, t0 = len(sub.messages), cpu_seconds(gw.pid), time.monotonic()
                 time.sleep(window)
                 n1, c1, t1 = len(sub.messages), cpu_seconds(gw.pid), time.monotonic()
                 s1, st1 = samples(api_port)
                 to_ack = window_percentiles(h0, ack_buckets(api_port))
                 rss, peak = vm(gw.pid, "VmRSS"), vm(gw.pid, "VmHWM")
+                if spy:
+                    spy.wait(timeout=60)
             finally:
                 gw.stop()
             with sub.lock:
@@ -202,6 +212,31 @@ def scenario(
             broker.kill()
     print(line(result), flush=True)
     return result
+
+
+def start_profile(pid: int, window: float, out: str) -> subprocess.Popen:
+    """py-spy, sampling without pausing the gateway (--nonblocking), so the CPU figure stays
+    the gateway's own; collapsed stacks, one line per stack with its sample count."""
+    spy = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen(
+        [
+            str(spy),
+            "record",
+            "--nonblocking",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(int(window)),
+            "--rate",
+            "200",
+            "--format",
+            "raw",
+            "--output",
+            out,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def samples(api_port: int) -> tuple[int, float]:

@@ -37,10 +37,11 @@ def configure(client: paho.Client, s: BrokerSettings, resolve: Callable[[str], P
         client.tls_insecure_set(s.tls.insecure)
 
 
-def next_reconnect_delay(client: paho.Client, s: BrokerSettings, attempt: int) -> None:
+def next_reconnect_delay(client: paho.Client, s: BrokerSettings, attempt: int) -> float:
     """paho waits min_delay before its next attempt: set it to this attempt's delay, doubling
     from reconnect_min to reconnect_max and drawn from the upper half (so a plant's gateways do
     not reconnect in lock-step after a broker restart)."""
     ceiling = min(s.reconnect_max, s.reconnect_min * 2 ** min(attempt - 1, 30))
     delay = random.uniform(ceiling / 2, ceiling)
     client.reconnect_delay_set(min_delay=delay, max_delay=delay)  # type: ignore[arg-type]
+    return delay

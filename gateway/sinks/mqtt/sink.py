@@ -49,6 +49,7 @@ from ...normalise import Sample
 from ...writeback import WriteRejected, write_error
 from .. import DeviceInfo, SinkContext, WritePoint
 from ..broker import configure, next_reconnect_delay
+from ..paho_loop import PahoOnLoop
 
 log = logging.getLogger("edgegw.mqtt")
 STREAM = "mqtt"
@@ -135,9 +136,18 @@ class MqttSink:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._ratelimit = RateLimited(log, 30.0)
+        self._delay = settings.reconnect_min
         self.client = self._make_client(tls_path)
+        self.io = PahoOnLoop(
+            self.client,
+            settings.host,
+            settings.port,
+            int(settings.keepalive),
+            lambda: self._delay,
+            self._on_connect_fail,
+        )
 
-    # ---- paho setup and callbacks (paho's network thread) ----
+    # ---- paho setup and callbacks (on the event loop: PahoOnLoop runs paho there) ----
 
     def _make_client(self, tls_path: Any) -> paho.Client:
         s = self.s
@@ -147,12 +157,13 @@ class MqttSink:
             clean_session=True,
             protocol=paho.MQTTv311,
         )
-        client.max_inflight_messages_set(min(s.inflight, 65535))
+        # paho's own window is off (0): the sink keeps at most `inflight` data messages with
+        # paho, and with a window paho scans every message in flight on each PUBACK
+        client.max_inflight_messages_set(0)
         configure(client, s, tls_path)
         client.will_set(f"{self.prefix}/status", _json({"state": "offline"}), qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
-        client.on_connect_fail = self._on_connect_fail
         client.on_publish = self._on_publish
         client.on_message = self._on_message
         return client
@@ -169,8 +180,8 @@ class MqttSink:
         event(log, logging.INFO, "connected to broker", broker=self._broker)
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            # on the event loop thread, so that no newer device status can be overtaken
-            loop.call_soon_threadsafe(self._on_connected)
+            # after paho's callback returns: publishing from inside it would wait for a write
+            loop.call_soon(self._on_connected)
 
     def _on_connected(self) -> None:
         # retained state is re-published on every connect: the broker may have restarted empty
@@ -213,15 +224,17 @@ class MqttSink:
         if self.s.qos == 0:
             self._notify(reset=True)
 
-    def _on_connect_fail(self, _c: Any, _u: Any) -> None:
+    def _on_connect_fail(self, exc: BaseException) -> None:
         self._next_reconnect_delay()
         self._broker_warning(
-            "cannot reach the broker; buffering on disk, retrying", queued=self.queue.depth_of(STREAM)
+            "cannot reach the broker; buffering on disk, retrying",
+            queued=self.queue.depth_of(STREAM),
+            error=str(exc) or type(exc).__name__,
         )
 
     def _next_reconnect_delay(self) -> None:
         self._attempt += 1
-        next_reconnect_delay(self.client, self.s, self._attempt)
+        self._delay = next_reconnect_delay(self.client, self.s, self._attempt)
 
     def _broker_warning(self, msg: str, **fields: Any) -> None:
         # while the broker stays away, one line per 30 s rather than one per retry
@@ -241,14 +254,12 @@ class MqttSink:
         if handler is None or loop is None or loop.is_closed() or len(parts) < 2 or parts[-1] != "set":
             return
         self.commands += 1
-        loop.call_soon_threadsafe(handler, parts[-2], bytes(msg.payload))
+        loop.call_soon(handler, parts[-2], bytes(msg.payload))
 
     def _notify(self, reset: bool = False) -> None:
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            if reset:
-                loop.call_soon_threadsafe(self._reset_window)
-            loop.call_soon_threadsafe(self._wake.set)
+        if reset:
+            self._reset_window()
+        self._wake.set()
 
     def _reset_window(self) -> None:
         # QoS 0: paho drops what it could not send; the next connect's replay sends it again
@@ -331,8 +342,7 @@ class MqttSink:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self.client.connect_async(self.s.host, self.s.port, keepalive=int(self.s.keepalive))
-        self.client.loop_start()
+        self.io.start()
         self._task = asyncio.create_task(self._run(), name="mqtt-sink")
         self._task.add_done_callback(report_crash)
 
@@ -494,7 +504,7 @@ class MqttSink:
         self.connected = False
         self._safe_cycle()  # record the acknowledgements that arrived
         self.client.disconnect()
-        self.client.loop_stop()
+        self.io.stop()
 
     def _on_command(self, device: str, payload: bytes) -> None:
         task = asyncio.create_task(self._command(device, payload), name=f"set-{device}")
@@ -585,7 +595,7 @@ class MqttSink:
         self._safe_cycle()
         self._stopping = True
         self.client.disconnect()
-        self.client.loop_stop()
+        self.io.stop()
         remaining = self.queue.depth_of(STREAM)
         if remaining:
             event(log, logging.INFO, "messages kept in the queue for the next start", count=remaining)
