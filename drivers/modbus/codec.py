@@ -130,7 +130,10 @@ class BlockDecoder:
     def decode(self, data: Sequence[int] | Sequence[bool]) -> list[object]:
         if self.bits:
             return [bool(data[i]) for i in self._bit_index]
-        buf = self._block.pack(*data[: self.count])
+        return self.decode_bytes(self._block.pack(*data[: self.count]))
+
+    def decode_bytes(self, buf: bytes) -> list[object]:
+        """The registers as the device sent them (2 bytes each, big-endian)."""
         slots = self._fields.unpack_from(buf)
         if self._simple:
             return list(slots)

@@ -1,6 +1,8 @@
 """What Modbus TCP and RTU share: the read plan, decoding whole blocks, exception reasons,
-and writes. A subclass supplies the connection (`_connect`, `_drop`) and how one request goes
-over it (`_request`), and says what a timeout does to the line (`_after_timeout`).
+and writes. A subclass supplies the connection (`connect`, `close`) and how one request goes
+over it (`_request`, given the `Request`), and says what a timeout does to the line
+(`_after_timeout`). Modbus TCP speaks the protocol itself (tcp.py); Modbus RTU goes through
+pymodbus (`pymodbus_call` makes its call for a request).
 
 A Modbus exception response marks only that request's points bad; a timeout or a lost
 connection on every request makes the device unreachable (the scheduler then backs off).
@@ -23,7 +25,7 @@ from ..base import DeviceUnreachable, DriverBase, LatencyHistogram, PointError, 
 from .address import BIT_AREAS
 from .codec import BlockDecoder, EncodeError, RegisterPoint, encode_value
 from .planner import ReadRequest, RegisterSpan, plan_reads
-from .response import READ_FUNCTION, BadResponse, Request, response_problem
+from .response import READ_FUNCTION, BadResponse, Reply, Request, response_problem
 
 # pymodbus logs every frame at debug and tracebacks at error; the gateway reports outcomes itself.
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
@@ -89,14 +91,16 @@ class ModbusDriver(DriverBase):
     async def close(self) -> None:
         raise NotImplementedError
 
-    async def _request(self, call: Callable[[Any], Awaitable[Any]], asked: Request) -> Any:
-        """Send one request (call(client)), described by `asked`, and return the response.
+    async def _request(self, asked: Request) -> Any:
+        """Send one request and return the response (a pymodbus response or a Reply).
         Raises BadResponse when the transport sees an answer that cannot be its answer."""
         raise NotImplementedError
 
-    async def _checked(self, call: Callable[[Any], Awaitable[Any]], asked: Request) -> Any:
+    async def _checked(self, asked: Request) -> Any:
         """_request, and the response checked against what was asked (raises BadResponse)."""
-        resp = await self._request(call, asked)
+        resp = await self._request(asked)
+        if isinstance(resp, Reply):  # checked as a frame already (frame_problem)
+            return resp
         problem = response_problem(resp, asked)
         if problem is not None:
             raise BadResponse(problem)
@@ -115,19 +119,6 @@ class ModbusDriver(DriverBase):
 
     # ---- reading ----
 
-    @staticmethod
-    def _read_call(area: str, start: int, count: int, unit: int) -> Callable[[Any], Awaitable[Any]]:
-        def call(c: Any) -> Awaitable[Any]:
-            if area == "hr":
-                return c.read_holding_registers(start, count=count, device_id=unit)
-            if area == "ir":
-                return c.read_input_registers(start, count=count, device_id=unit)
-            if area == "co":
-                return c.read_coils(start, count=count, device_id=unit)
-            return c.read_discrete_inputs(start, count=count, device_id=unit)
-
-        return call
-
     async def read(self) -> list[object]:
         if not self.connected:
             await self.connect()
@@ -141,9 +132,7 @@ class ModbusDriver(DriverBase):
             sent = time.monotonic()
             closed = False
             try:
-                resp = await self._checked(
-                    self._read_call(req.area, req.start, req.count, self.unit_id), asked
-                )
+                resp = await self._checked(asked)
             except BadResponse as exc:  # the device answered, wrongly: only these points are bad
                 self.error_count += 1
                 failure: object = PointError(str(exc))
@@ -175,9 +164,13 @@ class ModbusDriver(DriverBase):
                     answered += 1
                 else:
                     answered += 1
-                    data = resp.bits if req.area in BIT_AREAS else resp.registers
                     try:
-                        decoded = decoder.decode(data)
+                        if req.area in BIT_AREAS:
+                            decoded = decoder.decode(resp.bits)
+                        elif isinstance(resp, Reply):  # the registers as sent: no list of ints
+                            decoded = decoder.decode_bytes(resp.register_bytes)
+                        else:
+                            decoded = decoder.decode(resp.registers)
                     except Exception as exc:  # an answer the checks above let through
                         self.error_count += 1
                         failure = PointError(f"malformed response for {asked.what}: {_short(exc)}")
@@ -206,19 +199,15 @@ class ModbusDriver(DriverBase):
                 await self.connect()
             except DeviceUnreachable as exc:
                 raise WriteFailed(str(exc)) from None
-        unit = self.unit_id
         try:
             if p.area == "co":
-                on = bool(raw_value)
-                asked = Request(5, "co", p.offset, value=1 if on else 0)
-                resp = await self._checked(lambda c: c.write_coil(p.offset, on, device_id=unit), asked)
+                asked = Request(5, "co", p.offset, value=1 if raw_value else 0)
+                resp = await self._checked(asked)
             elif p.bit is not None:
                 # read-modify-write: the register's other bits are kept as the device has them
                 asked = Request(3, "hr", p.offset)
                 try:
-                    cur = await self._checked(
-                        lambda c: c.read_holding_registers(p.offset, count=1, device_id=unit), asked
-                    )
+                    cur = await self._checked(asked)
                 except BadResponse as exc:
                     raise BadResponse(f"reading {asked.what} to set bit {p.bit}: {exc}") from None
                 if cur.isError():
@@ -228,19 +217,14 @@ class ModbusDriver(DriverBase):
                 mask = 1 << p.bit
                 word = (cur.registers[0] | mask) if raw_value else (cur.registers[0] & ~mask)
                 asked = Request(6, "hr", p.offset, value=word)
-                resp = await self._checked(lambda c: c.write_register(p.offset, word, device_id=unit), asked)
+                resp = await self._checked(asked)
             else:
                 regs = encode_value(p, raw_value)
                 if len(regs) == 1:
                     asked = Request(6, "hr", p.offset, value=regs[0])
-                    resp = await self._checked(
-                        lambda c: c.write_register(p.offset, regs[0], device_id=unit), asked
-                    )
                 else:
-                    asked = Request(16, "hr", p.offset, len(regs))
-                    resp = await self._checked(
-                        lambda c: c.write_registers(p.offset, regs, device_id=unit), asked
-                    )
+                    asked = Request(16, "hr", p.offset, len(regs), registers=tuple(regs))
+                resp = await self._checked(asked)
         except EncodeError as exc:
             raise WriteFailed(str(exc)) from None
         except BadResponse as exc:
@@ -261,9 +245,32 @@ class ModbusDriver(DriverBase):
             raise WriteFailed(exception_reason(resp.exception_code))
 
 
+def pymodbus_call(asked: Request, unit: int) -> Callable[[Any], Awaitable[Any]]:
+    """The pymodbus client call that sends `asked` to `unit`."""
+    a = asked.address
+
+    def call(c: Any) -> Awaitable[Any]:
+        fc = asked.function
+        if fc == 3:
+            return c.read_holding_registers(a, count=asked.count, device_id=unit)
+        if fc == 4:
+            return c.read_input_registers(a, count=asked.count, device_id=unit)
+        if fc == 1:
+            return c.read_coils(a, count=asked.count, device_id=unit)
+        if fc == 2:
+            return c.read_discrete_inputs(a, count=asked.count, device_id=unit)
+        if fc == 5:
+            return c.write_coil(a, bool(asked.value), device_id=unit)
+        if fc == 6:
+            return c.write_register(a, asked.value, device_id=unit)
+        return c.write_registers(a, list(asked.registers), device_id=unit)
+
+    return call
+
+
 def _short(exc: BaseException) -> str:
     text = str(exc).replace("Modbus Error: ", "")
     return text.split("\n", 1)[0][:200] or type(exc).__name__
 
 
-__all__ = ["EXCEPTION_NAMES", "ModbusDriver", "exception_reason"]
+__all__ = ["EXCEPTION_NAMES", "ModbusDriver", "exception_reason", "pymodbus_call"]

@@ -12,6 +12,7 @@ did wrong ("device answered 2 bytes, expected 4 for hr:100 x2").
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,7 @@ class Request:
     address: int
     count: int = 1
     value: int | None = None
+    registers: tuple[int, ...] = ()  # what a write of several registers (16) writes
 
     @property
     def what(self) -> str:
@@ -109,6 +111,64 @@ def frame_problem(pdu: bytes, req: Request) -> str | None:
             f"{_bytes(len(pdu) - 1)} after the function code, expected 4"
         )
     return _echo_problem(req, int.from_bytes(pdu[1:3], "big"), int.from_bytes(pdu[3:5], "big"))
+
+
+class Reply:
+    """A Modbus answer parsed from its PDU (the TCP transport's own parser), with the
+    attributes of pymodbus' responses that the driver and `response_problem` read.
+    `register_bytes` is a register read's data as sent, which the decoder takes as it is."""
+
+    __slots__ = ("function_code", "pdu")
+
+    def __init__(self, pdu: bytes):
+        self.function_code = pdu[0]
+        self.pdu = pdu
+
+    def isError(self) -> bool:
+        return self.function_code & 0x80 != 0
+
+    @property
+    def exception_code(self) -> int:
+        return self.pdu[1]
+
+    @property
+    def register_bytes(self) -> bytes:
+        return self.pdu[2:]
+
+    @property
+    def registers(self) -> list[int]:
+        pdu = self.pdu
+        if self.function_code == 6:
+            return [int.from_bytes(pdu[3:5], "big")]
+        return list(struct.unpack_from(f">{(len(pdu) - 2) // 2}H", pdu, 2))
+
+    @property
+    def bits(self) -> list[bool]:
+        pdu = self.pdu
+        if self.function_code == 5:
+            return [pdu[3:5] == b"\xff\x00"]
+        return [bool(byte >> i & 1) for byte in pdu[2:] for i in range(8)]
+
+    @property
+    def address(self) -> int:
+        return int.from_bytes(self.pdu[1:3], "big")
+
+    @property
+    def count(self) -> int:
+        return int.from_bytes(self.pdu[3:5], "big")
+
+
+def request_pdu(req: Request) -> bytes:
+    """The PDU (function code onward) that asks `req`."""
+    fc = req.function
+    if fc <= 4:
+        return struct.pack(">BHH", fc, req.address, req.count)
+    if fc == 5:
+        return struct.pack(">BHH", fc, req.address, COIL_ON if req.value else 0)
+    if fc == 6:
+        return struct.pack(">BHH", fc, req.address, req.value or 0)
+    n = len(req.registers)
+    return struct.pack(f">BHHB{n}H", fc, req.address, n, 2 * n, *req.registers)
 
 
 def response_problem(resp: Any, req: Request) -> str | None:

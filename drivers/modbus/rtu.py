@@ -24,7 +24,7 @@ from pymodbus.client import AsyncModbusSerialClient
 from ..base import DeviceUnreachable
 from ..serialport import line_setting, open_failure, port_problem
 from .codec import BlockDecoder, RegisterPoint
-from .driver import ModbusDriver
+from .driver import ModbusDriver, pymodbus_call
 from .planner import ReadRequest
 from .response import Request
 
@@ -165,10 +165,10 @@ class ModbusRtuDriver(ModbusDriver):
         # the port belongs to the bus: it is closed when it fails, not when one device stops
         return None
 
-    async def _request(self, call: Callable[[Any], Awaitable[Any]], asked: Request) -> Any:
+    async def _request(self, asked: Request) -> Any:
         self._crc_error = False
         try:
-            return await self.bus.transact(call, self.timeout)
+            return await self.bus.transact(pymodbus_call(asked, self.unit_id), self.timeout)
         except OSError as exc:
             if exc.errno in (errno.EIO, errno.ENXIO, errno.ENODEV, errno.EBADF) or not os.path.exists(
                 self.bus.port
