@@ -9,6 +9,7 @@ Set EDGEGW_SCREENSHOTS=<dir> to keep the screenshots (the README's come from thi
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -290,6 +291,29 @@ def test_history_stays_bounded_at_1000_devices_x_100_points() -> None:
     assert h.filled == 2 and h.series("dev-0999")["ts"] == [1000, 2000]
 
 
+def test_history_is_kept_only_while_someone_looks() -> None:
+    gw = _fake_gateway(20, 10)
+
+    async def main() -> None:
+        stopping = asyncio.Event()
+        h = History(gw, idle=0.5)
+        h.start(stopping)
+        await asyncio.sleep(0.2)
+        assert h.nbytes == 0 and h.filled == 0  # nobody looked: nothing recorded, nothing held
+        h.watched()
+        await asyncio.sleep(0.2)
+        assert h.filled == 1 and h.nbytes > 0 and h.series("dev-0003")["points"]["p001"] == [0.0]
+        await asyncio.sleep(1.5)  # the step is 1 s; nobody looked again for 0.5 s
+        assert h.nbytes == 0 and h.devices == {}
+        h.watched()  # a new viewer starts again
+        await asyncio.sleep(0.2)
+        assert h.filled == 1 and h.nbytes > 0
+        stopping.set()
+        await asyncio.sleep(0.05)
+
+    asyncio.run(main())
+
+
 def test_history_ring_wraps_and_marks_bad_readings() -> None:
     gw = _fake_gateway(3, 2)
     h = History(gw, max_bytes=4 * 6 * 10, max_samples=10, min_samples=4)  # 6 points x 10 samples
@@ -367,7 +391,13 @@ def test_delta_feed_and_view_of_the_devices_on_screen(api_plant: ApiPlant) -> No
     assert "values" not in state["devices"][0] and state["history"]["step_s"] == 1.0
     # a device whose health did not change is not sent again, nor are the identifiers
     assert d2["devices"] == [] and "identifiers" not in d2 and d2["summary"]["samples"] > 0
-    v = p.get("/api/v1/view", params={"devices": "im-a,nope", "meta": "true"}).json()
+    # the trends are recorded from the first viewer on (the feed above): two samples a second apart
+    deadline = time.monotonic() + 10
+    while True:
+        v = p.get("/api/v1/view", params={"devices": "im-a,nope", "meta": "true"}).json()
+        if len(v["devices"][0]["history"]["ts"]) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
     [dev] = v["devices"]
     assert dev["id"] == "im-a" and dev["counters"]["polls"] > 0
     assert dev["values"]["barrel_temp_1"]["decimals"] == 1 and dev["values"]["barrel_temp_1"]["unit"] == "CEL"

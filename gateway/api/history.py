@@ -11,6 +11,10 @@ than about 140,000) get no history, and the page says so.
 
 The history is read from the devices' latest readings (what the API and the page show anyway),
 so it costs nothing per poll: one pass over the numeric points per step.
+
+It is kept while someone looks: the first request of the status page's feed or view starts it
+(the trends fill from then on), and IDLE seconds without one stop it and give its memory back.
+A gateway nobody watches, which is most of them most of the time, holds none of it.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ STEP = 1.0  # the finest step, seconds
 MAX_SAMPLES = 300  # per point
 MIN_SAMPLES = 60  # per point: below this a trend says little; points beyond the budget get none
 MAX_BYTES = 32 * 1024 * 1024  # for all the values (4 bytes each)
+IDLE = 900.0  # seconds without a viewer before the history is dropped
 NAN = math.nan
 
 
@@ -80,8 +85,12 @@ class History:
         max_bytes: int = MAX_BYTES,
         max_samples: int = MAX_SAMPLES,
         min_samples: int = MIN_SAMPLES,
+        idle: float = IDLE,
     ):
         self.gw = gw
+        self.idle = idle
+        self._viewed = -math.inf
+        self._stopping: asyncio.Event | None = None
         self.window, self.max_bytes = window, max_bytes
         self.max_samples, self.min_samples = max_samples, min_samples
         self.samples = 0  # per point
@@ -207,12 +216,31 @@ class History:
         }
 
     def start(self, stopping: asyncio.Event) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(stopping), name="status-history")
+        """Ready to record; recording starts with the first viewer (`watched`)."""
+        self._stopping = stopping
+
+    def watched(self) -> None:
+        """Someone looks at the trends: record (from now, if nobody looked for IDLE seconds)."""
+        self._viewed = time.monotonic()
+        if self._task is None and self._stopping is not None and not self._stopping.is_set():
+            self._task = asyncio.create_task(self._run(self._stopping), name="status-history")
+
+    def _drop(self) -> None:
+        self.devices, self.without = {}, []
+        self.ts = array("d")
+        self.samples = self.head = self.filled = 0
+        self._layout_of = None
 
     async def _run(self, stopping: asyncio.Event) -> None:
+        try:
+            await self._record(stopping)
+        finally:
+            self._task = None
+            self._drop()
+
+    async def _record(self, stopping: asyncio.Event) -> None:
         failures = 0
-        while not stopping.is_set():
+        while not stopping.is_set() and time.monotonic() - self._viewed < self.idle:
             try:
                 self.tick()
             except Exception as exc:  # a history gap, never a gateway failure

@@ -257,6 +257,7 @@ def page_state(gw: Gateway, started: float, history: History | None) -> dict[str
         "identifiers": [],
     }
     if history is not None:
+        history.watched()
         out["history"] = history.describe()
     if gw.registrar is not None and gw.queue is not None:
         try:
@@ -273,6 +274,8 @@ def view(
     reading (with its dictionary metadata when `meta`), and the trend samples newer than
     `since` (ms)."""
     out: list[dict[str, Any]] = []
+    if history is not None:
+        history.watched()
     for d in devices[:MAX_VIEW]:
         if gw.resolved(d) is None:
             continue

@@ -45,7 +45,7 @@ from ...config.schema import MqttSettings
 from ...dictionary import visible
 from ...durable_queue import DurableQueue
 from ...logs import RateLimited, event, report_crash
-from ...normalise import Sample
+from ...normalise import Reading, Sample
 from ...writeback import WriteRejected, write_error
 from .. import DeviceInfo, SinkContext, WritePoint
 from ..broker import configure, next_reconnect_delay
@@ -78,6 +78,15 @@ def _sample_ts(body: bytes) -> int | None:
         return None
 
 
+def _point(r: Reading) -> dict[str, Any]:
+    p: dict[str, Any] = {"v": r.v, "q": r.q}
+    if r.reason is not None:
+        p["reason"] = r.reason
+    if r.ts is not None:
+        p["ts"] = r.ts
+    return p
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -102,6 +111,7 @@ class MqttSink:
         self.prefix = f"{settings.topic_prefix}/{gateway_id}"
         self._broker = f"{settings.host}:{settings.port}"
         self._visible: dict[str, frozenset[str]] = {}
+        self._hidden: set[str] = set()  # devices with points above max_classification
         self._meta: dict[str, bytes] = {}
         self._status: dict[str, bytes] = {}
         self._alarms: dict[str, bytes] = {}  # retained P/G/D/alarms, republished on each connect
@@ -277,6 +287,10 @@ class MqttSink:
         allowed = [e for e in info.points if visible(e, self.s.max_classification)]
         ids = frozenset(e.id for e in allowed)
         self._visible[device] = self._interned.setdefault(ids, ids)
+        if len(allowed) < len(info.points):
+            self._hidden.add(device)
+        else:
+            self._hidden.discard(device)
         body: dict[str, Any] = {"model": info.model, "protocol": info.protocol, "location": info.location}
         body["points"] = {e.id: e.meta() for e in allowed}
         payload = _json(body)
@@ -291,6 +305,7 @@ class MqttSink:
         self.device_status(device, "offline", reason)
         self._status.pop(device, None)
         self._visible.pop(device, None)
+        self._hidden.discard(device)
         if self._meta.pop(device, None) is not None and self.connected:
             self.client.publish(f"{self.prefix}/{device}/meta", b"", qos=1, retain=True)
 
@@ -305,17 +320,13 @@ class MqttSink:
 
     def submit(self, sample: Sample) -> None:
         """Queue one data message. Never blocks: it is committed within one commit interval."""
-        allowed = self._visible.get(sample.device)
-        points: dict[str, Any] = {}
-        for r in sample.readings:
-            if allowed is not None and r.id not in allowed:
-                continue
-            p: dict[str, Any] = {"v": r.v, "q": r.q}
-            if r.reason is not None:
-                p["reason"] = r.reason
-            if r.ts is not None:
-                p["ts"] = r.ts
-            points[r.id] = p
+        readings = sample.readings
+        if sample.device in self._hidden:
+            allowed = self._visible[sample.device]
+            readings = [r for r in readings if r.id in allowed]
+        points = {
+            r.id: {"v": r.v, "q": r.q} if r.reason is None and r.ts is None else _point(r) for r in readings
+        }
         if not points and not sample.full:
             return
         seq = self.queue.next_seq(f"mqtt/{sample.device}")
@@ -559,6 +570,7 @@ class MqttSink:
         sink.adopt(self)
         sink._meta.update(self._meta)
         sink._visible.update(self._visible)
+        sink._hidden.update(self._hidden)
         return sink
 
     def adopt(self, old: MqttSink) -> None:
