@@ -488,6 +488,9 @@ class Gateway:
         event(log, logging.INFO, "stopped")
 
 
+GC_THRESHOLD = 20_000
+
+
 async def run(loaded: LoadedConfig) -> int:
     gw = Gateway(loaded)
     stop = asyncio.Event()
@@ -531,6 +534,12 @@ async def run(loaded: LoadedConfig) -> int:
     # stall the event loop for tens of milliseconds at 100,000 values per second.
     gc.collect()
     gc.freeze()
+    # Each poll's readings live until the next poll (they are the device's latest), so at the
+    # default threshold (700 allocations) every young collection finds 100,000 of them alive
+    # and moves them on, and the older generations fill with them: 7 % of the time went to
+    # collecting at 100,000 values per second. The hot path makes no reference cycles, so
+    # collecting every 20,000 allocations (about once a second) loses nothing.
+    gc.set_threshold(GC_THRESHOLD, 10, 10)
     systemd.notify("READY=1", f"STATUS=polling {len(gw.runners)} devices")
     interval = systemd.watchdog_interval()
     watchdog = asyncio.create_task(systemd.keep_alive(interval), name="watchdog") if interval else None
