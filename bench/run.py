@@ -13,6 +13,7 @@ message's `ts`) to arrival at the subscriber, exact percentiles; all on one cloc
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import subprocess
 import sys
@@ -218,6 +219,7 @@ def start_profile(pid: int, window: float, out: str) -> subprocess.Popen:
     """py-spy, sampling without pausing the gateway (--nonblocking), so the CPU figure stays
     the gateway's own; collapsed stacks, one line per stack with its sample count."""
     spy = Path(sys.executable).with_name("py-spy")
+    extra = os.environ.get("EDGEGW_PYSPY", "").split()  # e.g. --gil: only samples holding the GIL
     return subprocess.Popen(
         [
             str(spy),
@@ -231,6 +233,7 @@ def start_profile(pid: int, window: float, out: str) -> subprocess.Popen:
             "200",
             "--format",
             "raw",
+            *extra,
             "--output",
             out,
         ],

@@ -75,6 +75,9 @@ class ModbusDriver(DriverBase):
         self.requests: list[ReadRequest] = requests
         self._decoders = decoders if decoders is not None else decoders_for(self.points, self.requests)
         self._asked = [Request(READ_FUNCTION[r.area], r.area, r.start, r.count) for r in self.requests]
+        # where each request's values go: a slice when its points are consecutive (the usual
+        # case), so a block's values are placed at once
+        self._places: list[slice | list[int]] = [_as_slice(r.points) for r in self.requests]
         self.request_count = 0
         self.error_count = 0
         self.latency = LatencyHistogram()
@@ -125,8 +128,8 @@ class ModbusDriver(DriverBase):
         values: list[object] = [None] * len(self.points)
         answered = 0
         last_failure = "timeout"
-        for n, (req, decoder, asked) in enumerate(
-            zip(self.requests, self._decoders, self._asked, strict=True)
+        for n, (req, decoder, asked, place) in enumerate(
+            zip(self.requests, self._decoders, self._asked, self._places, strict=True)
         ):
             self.request_count += 1
             sent = time.monotonic()
@@ -175,8 +178,13 @@ class ModbusDriver(DriverBase):
                         self.error_count += 1
                         failure = PointError(f"malformed response for {asked.what}: {_short(exc)}")
                     else:
-                        for i, v in zip(req.points, decoded, strict=True):
-                            values[i] = v
+                        if len(decoded) != len(req.points):
+                            raise ValueError(f"{len(decoded)} values decoded for {len(req.points)} points")
+                        if place.__class__ is slice:
+                            values[place] = decoded
+                        else:
+                            for i, v in zip(place, decoded, strict=True):  # type: ignore[arg-type]
+                                values[i] = v
                         continue
             for i in req.points:
                 values[i] = failure
@@ -243,6 +251,12 @@ class ModbusDriver(DriverBase):
             raise WriteFailed(_short(exc)) from None
         if resp.isError():
             raise WriteFailed(exception_reason(resp.exception_code))
+
+
+def _as_slice(points: list[int]) -> slice | list[int]:
+    if points and points == list(range(points[0], points[0] + len(points))):
+        return slice(points[0], points[0] + len(points))
+    return points
 
 
 def pymodbus_call(asked: Request, unit: int) -> Callable[[Any], Awaitable[Any]]:

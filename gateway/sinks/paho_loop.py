@@ -37,8 +37,11 @@ class PahoOnLoop:
         keepalive: int,
         delay: Callable[[], float],
         on_connect_fail: Callable[[BaseException], None],
+        after_read: Callable[[], None] | None = None,
     ):
+        """`after_read`: called after each batch of packets read (the socket may be gone)."""
         self.client = client
+        self.after_read = after_read
         self.delay = delay
         self.on_connect_fail = on_connect_fail
         client.connect_async(host, port, keepalive=keepalive)
@@ -158,6 +161,8 @@ class PahoOnLoop:
     def _read(self) -> None:
         client = self.client
         client.loop_read()
+        if self.after_read is not None:
+            self.after_read()
         sock = client.socket()
         # TLS: a record may hold more than paho read; the selector will not say so
         pending = getattr(sock, "pending", None)

@@ -155,6 +155,7 @@ class MqttSink:
             int(settings.keepalive),
             lambda: self._delay,
             self._on_connect_fail,
+            after_read=self._quickack,
         )
 
     # ---- paho setup and callbacks (on the event loop: PahoOnLoop runs paho there) ----
@@ -252,10 +253,14 @@ class MqttSink:
 
     def _on_publish(self, client: paho.Client, _u: Any, mid: int, _r: Any, _p: Any) -> None:
         self._acks.append((mid, time.monotonic()))
-        sock = client.socket()
+        self._notify()
+
+    def _quickack(self) -> None:
+        # the broker's PUBACKs are answered with an ACK at once, not after the delayed-ACK timer
+        # (the broker then sends the next ones without waiting): once per read, not per PUBACK
+        sock = self.client.socket()
         if _QUICKACK is not None and isinstance(sock, socket.socket):
             sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
-        self._notify()
 
     def _on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
         # P/G/<device>/set: handed to the gateway on the event loop thread
