@@ -105,6 +105,18 @@ def start_simulators(tmp: Path, full: Path, sim_ports: list[int]) -> list[Proc]:
     return sims
 
 
+def start_sources(tmp: Path, sim_ports: list[int], moving: int) -> list[Proc]:
+    """bench/modbus_source.py on each port instead of `edgegw simulate` (see its docstring)."""
+    script = ROOT / "bench" / "modbus_source.py"
+    sims = [
+        Proc([sys.executable, str(script), f"--port={port}", f"--moving={moving}"], tmp / f"source{i}.log")
+        for i, port in enumerate(sim_ports)
+    ]
+    for port in sim_ports:
+        wait_port(port, 60)
+    return sims
+
+
 def delivery(sub: Subscriber) -> tuple[int, int]:
     """(seq gaps, duplicates) over every device's data messages the subscriber received."""
     import json

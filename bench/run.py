@@ -13,8 +13,8 @@ message's `ts`) to arrival at the subscriber, exact percentiles; all on one cloc
 from __future__ import annotations
 
 import argparse
-import os
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -35,6 +35,7 @@ from plant import (
     seconds,
     start_mosquitto,
     start_simulators,
+    start_sources,
     vm,
     wait_for,
     window_percentiles,
@@ -63,6 +64,12 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--computed", type=int, default=0, help="computed points per device (besides --points)")
     ap.add_argument("--sim-processes", type=int, default=2)
+    ap.add_argument(
+        "--server",
+        choices=["simulate", "source"],
+        default="simulate",
+        help="the Modbus servers: edgegw simulate, or bench/modbus_source.py (cheap: shows the gateway's own limit)",
+    )
     ap.add_argument("--no-ceiling", action="store_true", help="skip the bare pymodbus client run")
     ap.add_argument(
         "--profile",
@@ -95,6 +102,7 @@ def main() -> None:
         ceiling=not (args.no_ceiling or args.smoke),
         computed=args.computed,
         profile=args.profile,
+        server=args.server,
     )
     if args.smoke:
         _check(result)
@@ -113,9 +121,11 @@ def scenario(
     ceiling: bool,
     computed: int = 0,
     profile: str | None = None,
+    server: str = "simulate",
 ) -> dict:
     name = f"{devices}x{points}@{interval}" + (f"-on_change-{changing:.0%}" if publish == "on_change" else "")
     name += f"+{computed}computed" if computed else ""
+    name += "-source" if server == "source" else ""
     with tempfile.TemporaryDirectory(prefix="edgegw-bench-") as t:
         tmp = Path(t)
         mqtt_port = free_port()
@@ -137,7 +147,10 @@ def scenario(
         t_validate = time.monotonic()
         subprocess.run([*EDGEGW, "validate", "-c", str(full)], check=True, capture_output=True)
         validate_s = time.monotonic() - t_validate
-        sims = start_simulators(tmp, full, sim_ports)
+        if server == "source":
+            sims = start_sources(tmp, sim_ports, round(points * changing))
+        else:
+            sims = start_simulators(tmp, full, sim_ports)
         sub = Subscriber(mqtt_port, "edgegw/gw-bench/+/data")
         try:
             t_spawn = time.monotonic()
@@ -152,9 +165,16 @@ def scenario(
                 time.sleep(2)  # settle
                 h0, (s0, st0) = ack_buckets(api_port), samples(api_port)
                 spy = start_profile(gw.pid, window, profile) if profile else None
+                others = {
+                    "simulators": [s.pid for s in sims],
+                    "broker": [broker.pid],
+                    "subscriber": [os.getpid()],
+                }
+                o0 = {k: sum(map(cpu_seconds, pids)) for k, pids in others.items()}
                 n0, c0, t0 = len(sub.messages), cpu_seconds(gw.pid), time.monotonic()
                 time.sleep(window)
                 n1, c1, t1 = len(sub.messages), cpu_seconds(gw.pid), time.monotonic()
+                o1 = {k: sum(map(cpu_seconds, pids)) for k, pids in others.items()}
                 s1, st1 = samples(api_port)
                 to_ack = window_percentiles(h0, ack_buckets(api_port))
                 rss, peak = vm(gw.pid, "VmRSS"), vm(gw.pid, "VmHWM")
@@ -183,6 +203,9 @@ def scenario(
                 "values_per_s": round(values / span),
                 "messages_per_s": round((n1 - n0) / span, 1),
                 "gateway_cpu_pct": round(100 * (c1 - c0) / span, 1),
+                # the rest of the box over the same window: on 2 cores, what the gateway leaves
+                # for the simulators decides how fast they answer when overloaded
+                "others_cpu_pct": {k: round(100 * (o1[k] - o0[k]) / span, 1) for k in others},
                 "gateway_rss_mb": round(rss, 1),
                 "gateway_peak_rss_mb": round(peak, 1),
                 "rss_kb_per_point": round(1024 * peak / (devices * points), 2),
@@ -196,6 +219,7 @@ def scenario(
                 "first_publish_s": round(first_s, 2),
                 "every_device_published_s": round(every_s, 2),
                 "simulator_processes": sim_processes,
+                "server": server,
                 "seconds": window,
             }
             if ceiling:
@@ -281,7 +305,7 @@ def line(r: dict) -> str:
         f"poll->ack p50/p99 {r['poll_to_ack_p50_ms']}/{r['poll_to_ack_p99_ms']} ms  "
         f"poll->subscriber p50/p99 {r['poll_to_subscriber_p50_ms']}/{r['poll_to_subscriber_p99_ms']} ms  "
         f"seq gaps {r['seq_gaps']}  dups {r['duplicates']}  validate {r['validate_s']} s  "
-        f"first publish {r['first_publish_s']} s{tail}"
+        f"first publish {r['first_publish_s']} s  others cpu {r.get('others_cpu_pct')}{tail}"
     )
 
 
