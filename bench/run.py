@@ -43,13 +43,14 @@ from plant import (
 )
 
 SCENARIOS = [
-    # (devices, points, interval, publish, share of values changing, simulator processes)
-    (10, 100, "1s", "always", 1.0, 1),
-    (200, 100, "1s", "always", 1.0, 2),
-    (1000, 100, "1s", "always", 1.0, 4),
-    (200, 100, "200ms", "always", 1.0, 3),
-    (200, 100, "100ms", "always", 1.0, 4),
-    (200, 100, "1s", "on_change", 0.1, 2),
+    # (devices, points, interval, publish, share of values changing, server processes, servers)
+    (10, 100, "1s", "always", 1.0, 1, "simulate"),
+    (200, 100, "1s", "always", 1.0, 2, "simulate"),
+    (1000, 100, "1s", "always", 1.0, 4, "simulate"),
+    (200, 100, "200ms", "always", 1.0, 3, "simulate"),
+    (200, 100, "100ms", "always", 1.0, 4, "simulate"),
+    (200, 100, "100ms", "always", 1.0, 2, "source"),
+    (200, 100, "1s", "on_change", 0.1, 2, "simulate"),
 ]
 
 
@@ -84,8 +85,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.all:
         results = [
-            scenario(d, p, i, pub, ch, sims, args.seconds, ceiling=not args.no_ceiling)
-            for d, p, i, pub, ch, sims in SCENARIOS
+            scenario(d, p, i, pub, ch, sims, args.seconds, ceiling=not args.no_ceiling, server=srv)
+            for d, p, i, pub, ch, sims, srv in SCENARIOS
         ]
         for r in results:
             save(r)
@@ -320,16 +321,18 @@ def table(results: list[dict]) -> None:
     """The README's table, in Markdown."""
     print()
     print(
-        "| scenario | values/s delivered | polled | ceiling (bare pymodbus) | ratio | gateway CPU | peak RSS |"
-        " poll→ack p50/p99 | poll→subscriber p50/p99 | seq gaps |"
+        "| scenario | values/s delivered | polled | ceiling (bare pymodbus) | ratio | gateway CPU |"
+        " CPU per 1,000 values/s | servers' CPU | peak RSS | poll→ack p50/p99 | poll→subscriber p50/p99 | seq gaps |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         c = r.get("ceiling", {})
+        per = 1000 * r["gateway_cpu_pct"] / r["polled_values_per_s"] if r["polled_values_per_s"] else 0
         print(
             f"| {r['scenario']} | {r['values_per_s']:,} | {r['polled_values_per_s']:,} | "
             f"{c.get('values_per_s', 0):,} ({c.get('cpu_pct', '-')} % CPU) | {r.get('ratio_to_ceiling')} | "
-            f"{r['gateway_cpu_pct']} % | {r['gateway_peak_rss_mb']} MB | "
+            f"{r['gateway_cpu_pct']} % | {per:.2f} % | {r['others_cpu_pct']['simulators']} % | "
+            f"{r['gateway_peak_rss_mb']} MB | "
             f"≤{r['poll_to_ack_p50_ms']}/≤{r['poll_to_ack_p99_ms']} ms | "
             f"{r['poll_to_subscriber_p50_ms']}/{r['poll_to_subscriber_p99_ms']} ms | {r['seq_gaps']} |"
         )

@@ -77,7 +77,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     loaded = _load(args.config)
     logs.setup(args.log_level or loaded.config.gateway.log_level)
     try:
-        return asyncio.run(runtime.run(loaded))
+        with asyncio.Runner(loop_factory=runtime.event_loop_factory()) as runner:
+            return runner.run(runtime.run(loaded))
     except OSError as exc:
         print(
             f"edgegw: {exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}".rstrip(": "),

@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -489,6 +490,18 @@ class Gateway:
 
 
 GC_THRESHOLD = 20_000
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (and EDGEGW_EVENT_LOOP is not "asyncio"),
+    otherwise asyncio's own."""
+    if os.environ.get("EDGEGW_EVENT_LOOP", "") == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 async def run(loaded: LoadedConfig) -> int:

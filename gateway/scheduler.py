@@ -295,7 +295,8 @@ class DeviceRunner:
             ts = time.time_ns() // 1_000_000
             self.latest = readings
             self.latest_ts = ts
-            self.latest_point_ts = [ts] * len(readings)
+            if self.latest_point_ts:
+                self.latest_point_ts = []  # a poll reads every point: all at latest_ts (see the API)
             try:
                 out, full = self.normaliser.to_publish(readings, finished)
                 self.emit(Sample(g.device, ts, out, full))
