@@ -99,7 +99,10 @@ def test_the_compiled_normaliser_agrees_with_the_general_path(points, data, keep
             n._normalise(raw, keep_absent)
         return
     got = n._normalise(raw, keep_absent)
-    assert [(r.id, r.v, r.q, r.reason) for r in got] == [(r.id, r.v, r.q, r.reason) for r in expected]
+    # repr: a NaN passed through (a float given for a string point) equals itself
+    assert [(r.id, repr(r.v), r.q, r.reason) for r in got] == [
+        (r.id, repr(r.v), r.q, r.reason) for r in expected
+    ]
     # the same kinds too: 2 and 2.0 are equal, but publish differently
     assert [type(r.v) for r in got] == [type(r.v) for r in expected]
 
