@@ -8,8 +8,10 @@ counted and reported (at-least-once; they are bounded by the in-flight window).
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,7 +41,9 @@ INFLIGHT = 32
 class Line:
     """A production line: simulators, a persistent Mosquitto, a subscriber and the gateway."""
 
-    def __init__(self, tmp: Path, replay: str = "interleaved", replay_rate: int = 100):
+    def __init__(
+        self, tmp: Path, replay: str = "interleaved", replay_rate: int = 100, keepalive: str = "30s"
+    ):
         self.tmp = tmp
         self.mqtt_port = free_port()
         self.ports = (free_port(), free_port())
@@ -65,6 +69,7 @@ northbound:
     port: {self.mqtt_port}
     reconnect_min: 200ms
     reconnect_max: 2s
+    keepalive: {keepalive}
     buffer: {{inflight: {INFLIGHT}, replay: {replay}, replay_rate: {replay_rate}}}
 """
         )
@@ -193,6 +198,27 @@ def test_broker_down_8s_then_back_loses_nothing_and_replays_beside_live_data(lin
     assert in_order_after_dedup([arrivals[i]["seq"] for i in live])
     replay = re.findall(r"backlog replayed\S* messages=(\d+) seconds=([\d.]+) per_second=(\d+)", log)[-1]
     REPORT.append(f"  backlog after 8 s: {replay[0]} messages replayed in {replay[1]} s ({replay[2]}/s)")
+
+
+def test_a_frozen_broker_is_taken_for_lost_by_keep_alive_and_nothing_is_lost(tmp_path: Path) -> None:
+    """SIGSTOP: the broker's connections stay open and it answers nothing (as behind a dead
+    route). The gateway's keep-alive, run by the event loop, must notice, buffer and reconnect."""
+    line = Line(tmp_path, keepalive="1s")
+    try:
+        line.wait_flowing()
+        os.kill(line.broker.pid, signal.SIGSTOP)
+        try:
+            wait_for(lambda: "lost the broker" in line.gateway_log(), 10, "keep-alive noticing the broker")
+        finally:
+            os.kill(line.broker.pid, signal.SIGCONT)
+        resumed = {d: line.top(d) for d in DEVICES}
+        wait_for(
+            lambda: all(line.top(d) > resumed[d] + 5 for d in DEVICES), 30, "data after the broker resumed"
+        )
+        assert line.gw.stop() == 0
+        line.check_no_gap("broker frozen (SIGSTOP) until keep-alive noticed")
+    finally:
+        line.close()
 
 
 def test_gateway_killed_twice_loses_nothing_and_duplicates_stay_within_the_window(line: Line) -> None:

@@ -84,12 +84,20 @@ class PahoOnLoop:
             try:
                 await loop.run_in_executor(None, self._connect)
             except Exception as exc:  # refused, unreachable, timed out, TLS: all mean "try again"
-                self.on_connect_fail(exc)
+                try:
+                    self.on_connect_fail(exc)
+                except Exception:  # a bug in the report must not end reconnecting
+                    log.exception("reporting a failed connect failed")
             else:
                 await self._closed.wait()  # until the connection is lost
             if self._stopping:
                 return
-            await asyncio.sleep(self.delay())
+            try:
+                delay = self.delay()
+            except Exception:
+                log.exception("the reconnect delay failed")
+                delay = KEEPALIVE_TICK
+            await asyncio.sleep(delay)
 
     def _connect(self) -> None:
         # worker thread: paho makes the socket, sends CONNECT, and calls _socket_open
@@ -175,5 +183,11 @@ class PahoOnLoop:
     def _misc(self) -> None:
         if self._stopping or self._loop is None:
             return
-        self.client.loop_misc()
-        self._tick = self._loop.call_later(KEEPALIVE_TICK, self._misc)
+        try:
+            # keep-alive: a PINGREQ when the line is quiet, and a broker that stopped answering
+            # (frozen, or a half-open connection) taken for lost, so that the loop reconnects
+            self.client.loop_misc()
+        except Exception:
+            log.exception("MQTT keep-alive check failed")
+        finally:
+            self._tick = self._loop.call_later(KEEPALIVE_TICK, self._misc)
