@@ -75,21 +75,21 @@ class _Link(asyncio.Protocol):
             if len(buf) < end:
                 self.stray = f"received {len(buf)} of the {end} bytes of a response"
                 return
-            frame = bytes(buf[:end])
+            head = bytes(buf[0:2] + buf[6:7])
+            pdu = bytes(buf[7:end])
             del buf[:end]
-            head = frame[0:2] + frame[6:7]
             fut = self.waiting
             if fut is None or head != self.header:
                 if self.header:
                     self.stray = (
-                        f"the device answered as unit {frame[6]}, expected unit {self.header[2]}"
-                        if frame[0:2] == self.header[0:2]
+                        f"the device answered as unit {head[2]}, expected unit {self.header[2]}"
+                        if head[0:2] == self.header[0:2]
                         else "answers to other requests only"
                     )
                 continue
             self.waiting = None
             if not fut.done():
-                fut.set_result(frame[7:])
+                fut.set_result(pdu)
 
     def close(self) -> None:
         if self.transport is not None:
